@@ -1,0 +1,1 @@
+"""Event-driven backtest engine: bar loop, simulated broker, portfolio, metrics."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, ``init_db`` and the repository that owns transactions."""

@@ -1,0 +1,169 @@
+"""SQLAlchemy 2.0 typed rows for the DESIGN.md schema. Rows, not domain objects (STYLE.md §9).
+
+Timestamps of market events are int ms UTC (bar open times) like everywhere else;
+wall-clock audit columns are ISO-8601 strings in UTC.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Meta(Base):
+    """Key/value facts about the database itself (the schema version)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200), unique=True)
+    mode: Mapped[str] = mapped_column(String(16))  # backtest | paper
+    strategy: Mapped[str] = mapped_column(String(64))
+    engine: Mapped[str] = mapped_column(String(32), default="native")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    symbol: Mapped[str | None] = mapped_column(String(64))
+    exchange: Mapped[str | None] = mapped_column(String(64))
+    timeframe: Mapped[str | None] = mapped_column(String(16))
+    data_source: Mapped[str | None] = mapped_column(Text)
+    data_hash: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # running | completed | failed | stopped
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40))
+    start_ts: Mapped[int | None] = mapped_column(BigInteger)
+    end_ts: Mapped[int | None] = mapped_column(BigInteger)
+    trade_from_ts: Mapped[int | None] = mapped_column(BigInteger)
+    last_bar_ts: Mapped[int | None] = mapped_column(BigInteger)
+    bars_processed: Mapped[int] = mapped_column(Integer, default=0)
+    initial_cash: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("run_id", "fold_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    fold_index: Mapped[int] = mapped_column(Integer)
+    train_start_ts: Mapped[int] = mapped_column(BigInteger)
+    train_end_ts: Mapped[int] = mapped_column(BigInteger)
+    trade_start_ts: Mapped[int | None] = mapped_column(BigInteger)
+    trade_end_ts: Mapped[int | None] = mapped_column(BigInteger)
+    objective: Mapped[str] = mapped_column(String(16))
+    seed: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    losses: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sample_check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("run_id", "client_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[int] = mapped_column(BigInteger)  # open time of the bar at whose close it was decided
+    type: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str | None] = mapped_column(String(8))
+    qty: Mapped[float | None] = mapped_column(Float)
+    target_fraction: Mapped[float | None] = mapped_column(Float)
+    price: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    signal: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[int | None] = mapped_column(Integer)  # fold index of the model behind it
+
+
+class FillRow(Base):
+    __tablename__ = "fills"
+    __table_args__ = (Index("ix_fills_run_ts", "run_id", "ts"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    order_client_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    side: Mapped[str] = mapped_column(String(8))
+    qty: Mapped[float] = mapped_column(Float)
+    price: Mapped[float] = mapped_column(Float)
+    fee: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(32))
+
+
+class TradeRow(Base):
+    __tablename__ = "trades"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    side: Mapped[str] = mapped_column(String(8))
+    qty: Mapped[float] = mapped_column(Float)
+    entry_ts: Mapped[int] = mapped_column(BigInteger)
+    exit_ts: Mapped[int] = mapped_column(BigInteger)
+    entry_price: Mapped[float] = mapped_column(Float)
+    exit_price: Mapped[float] = mapped_column(Float)
+    gross_pnl: Mapped[float] = mapped_column(Float)
+    fees: Mapped[float] = mapped_column(Float)
+    pnl: Mapped[float] = mapped_column(Float)
+    return_pct: Mapped[float] = mapped_column(Float)
+    exit_reason: Mapped[str] = mapped_column(String(32))
+    bars_held: Mapped[int] = mapped_column(Integer)
+
+
+class EquityRow(Base):
+    __tablename__ = "equity"
+    __table_args__ = (UniqueConstraint("run_id", "ts"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    cash: Mapped[float] = mapped_column(Float)
+    position: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    equity: Mapped[float] = mapped_column(Float)
+
+
+class SignalRow(Base):
+    __tablename__ = "signals"
+    __table_args__ = (UniqueConstraint("run_id", "ts"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    signal: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    unusualness: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class BarRow(Base):
+    """Candles a paper run consumed, so a restart can replay them exactly."""
+
+    __tablename__ = "bars"
+    __table_args__ = (UniqueConstraint("run_id", "ts"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    open: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    volume: Mapped[float] = mapped_column(Float)

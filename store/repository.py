@@ -1,0 +1,244 @@
+"""Converts domain objects to rows and owns every transaction (STYLE.md §9).
+
+- A backtest's results land in ONE transaction with the status change to
+  'completed'; if anything fails the run row says 'failed' and nothing else
+  of it is written.
+- A paper run commits each closed bar (its candle, orders, fills, trades,
+  equity, signal and the run's last processed bar) in one transaction, so a
+  restart resumes exactly after the last committed bar.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from engine.loop import EngineEvents
+from engine.types import Bar, Fill, Order, SignalPoint, Trade
+from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
+                          TradeRow)
+from store.provenance import code_version, utc_now_iso
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What identifies and parameterises a run (saved with it, STYLE.md §12)."""
+
+    mode: str
+    strategy: str
+    initial_cash: float
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    engine: str = "native"
+    symbol: str | None = None
+    exchange: str | None = None
+    timeframe: str | None = None
+    data_source: str | None = None
+    data_hash: str | None = None
+    trade_from_ts: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    """One walk-forward fold's trained model, as stored."""
+
+    fold_index: int
+    train_start_ts: int
+    train_end_ts: int
+    trade_start_ts: int | None
+    trade_end_ts: int | None
+    objective: str
+    seed: int
+    threshold: float | None
+    train_loss: float | None
+    val_loss: float | None
+    steps: int | None
+    train_seconds: float | None
+    config: dict[str, Any]
+    losses: dict[str, Any] | None
+    sample_check: dict[str, Any] | None
+    checkpoint: bytes | None
+
+
+def create_run(engine: Engine, spec: RunSpec) -> str:
+    """Insert a run in status 'running' and commit it at once, so a crash is visible."""
+    run_id = uuid.uuid4().hex
+    now = utc_now_iso()
+    with Session(engine) as session, session.begin():
+        session.add(RunRow(id=run_id, name=spec.name, mode=spec.mode, strategy=spec.strategy, engine=spec.engine,
+                           params=spec.params, symbol=spec.symbol, exchange=spec.exchange,
+                           timeframe=spec.timeframe, data_source=spec.data_source, data_hash=spec.data_hash,
+                           code_version=code_version(), status="running", created_at=now, updated_at=now,
+                           trade_from_ts=spec.trade_from_ts, initial_cash=spec.initial_cash, bars_processed=0))
+    return run_id
+
+
+def find_run_by_name(engine: Engine, name: str) -> RunRow | None:
+    with Session(engine) as session:
+        return session.scalar(select(RunRow).where(RunRow.name == name))
+
+
+def get_run(engine: Engine, run_id: str) -> RunRow | None:
+    with Session(engine) as session:
+        return session.get(RunRow, run_id)
+
+
+def mark_run(engine: Engine, run_id: str, status: str, error: str | None = None) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(RunRow).where(RunRow.id == run_id)
+                        .values(status=status, error=error, updated_at=utc_now_iso()))
+
+
+def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_status: dict[str, str],
+                  metrics: dict[str, Any], report: dict[str, Any] | None,
+                  model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
+                  end_ts: int | None = None) -> None:
+    """Write all of a finished backtest atomically (batched executemany inserts)."""
+    with Session(engine) as session, session.begin():
+        _insert_model_versions(session, run_id, model_versions)
+        _insert(session, OrderRow, [order_row(run_id, o, order_status.get(o.client_id, "submitted"))
+                                    for o in events.orders])
+        _insert(session, FillRow, [fill_row(run_id, f) for f in events.fills])
+        _insert(session, TradeRow, [trade_row(run_id, i, t) for i, t in enumerate(events.trades)])
+        _insert(session, SignalRow, [signal_row(run_id, s) for s in events.signals])
+        ev = events
+        _insert(session, EquityRow, [
+            {"run_id": run_id, "ts": ts, "cash": c, "position": p, "close": cl, "equity": e}
+            for ts, c, p, cl, e in zip(ev.equity_ts_ms, ev.equity_cash, ev.equity_position,
+                                       ev.equity_close, ev.equity_quote)])
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(
+            status="completed", metrics=metrics, report=report, updated_at=utc_now_iso(),
+            start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(ev.equity_ts_ms)))
+
+
+@dataclass
+class BarCommit:
+    """Everything one closed bar changed in a paper run."""
+
+    bar: Bar
+    orders: list[Order]
+    status_changes: dict[str, str]
+    fills: list[Fill]
+    trades: list[Trade]
+    trade_seq_start: int
+    equity: dict[str, float] | None
+    signals: list[SignalPoint]
+    model_versions: list[ModelVersionRecord] = field(default_factory=list)
+
+
+def commit_bar(engine: Engine, run_id: str, change: BarCommit) -> None:
+    """One transaction per closed bar: a crash leaves the DB at a bar boundary."""
+    with Session(engine) as session, session.begin():
+        _insert_model_versions(session, run_id, change.model_versions)
+        b = change.bar
+        session.execute(insert(BarRow), [{"run_id": run_id, "ts": b.ts_ms, "open": b.open, "high": b.high,
+                                          "low": b.low, "close": b.close, "volume": b.volume}])
+        _insert(session, OrderRow, [order_row(run_id, o, change.status_changes.get(o.client_id, "submitted"))
+                                    for o in change.orders])
+        new_ids = {o.client_id for o in change.orders}
+        for client_id, status in change.status_changes.items():
+            if client_id not in new_ids:
+                session.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
+                                .values(status=status))
+        _insert(session, FillRow, [fill_row(run_id, f) for f in change.fills])
+        _insert(session, TradeRow, [trade_row(run_id, change.trade_seq_start + i, t)
+                                    for i, t in enumerate(change.trades)])
+        _insert(session, SignalRow, [signal_row(run_id, s) for s in change.signals])
+        if change.equity is not None:
+            session.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
+        values: dict[str, Any] = {"last_bar_ts": b.ts_ms, "updated_at": utc_now_iso(),
+                                  "bars_processed": RunRow.bars_processed + 1, "end_ts": b.ts_ms}
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+        session.execute(update(RunRow).where(RunRow.id == run_id, RunRow.start_ts.is_(None))
+                        .values(start_ts=b.ts_ms))
+
+
+def load_run_bars(engine: Engine, run_id: str) -> list[Bar]:
+    with Session(engine) as session:
+        rows = session.execute(select(BarRow.ts, BarRow.open, BarRow.high, BarRow.low, BarRow.close,
+                                      BarRow.volume).where(BarRow.run_id == run_id).order_by(BarRow.ts)).all()
+    return [Bar(*row) for row in rows]
+
+
+def load_model_checkpoints(engine: Engine, run_id: str) -> dict[int, bytes]:
+    with Session(engine) as session:
+        rows = session.execute(select(ModelVersionRow.fold_index, ModelVersionRow.checkpoint)
+                               .where(ModelVersionRow.run_id == run_id)).all()
+    return {fold: blob for fold, blob in rows if blob is not None}
+
+
+def count_rows(engine: Engine, run_id: str) -> dict[str, int]:
+    """Row counts per table for one run (used by restart checks and tests)."""
+    out = {}
+    with Session(engine) as session:
+        for name, table in (("orders", OrderRow), ("fills", FillRow), ("trades", TradeRow),
+                            ("equity", EquityRow), ("signals", SignalRow), ("bars", BarRow),
+                            ("model_versions", ModelVersionRow)):
+            out[name] = session.scalar(select(func.count()).select_from(table).where(table.run_id == run_id)) or 0
+    return out
+
+
+def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | None = None,
+                       report: dict[str, Any] | None = None, status: str | None = None) -> None:
+    values: dict[str, Any] = {"updated_at": utc_now_iso()}
+    if metrics is not None:
+        values["metrics"] = metrics
+    if report is not None:
+        values["report"] = report
+    if status is not None:
+        values["status"] = status
+    with Session(engine) as session, session.begin():
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+
+def delete_run(engine: Engine, run_id: str) -> None:
+    with Session(engine) as session, session.begin():
+        for table in (BarRow, SignalRow, EquityRow, TradeRow, FillRow, OrderRow, ModelVersionRow):
+            session.execute(delete(table).where(table.run_id == run_id))
+        session.execute(delete(RunRow).where(RunRow.id == run_id))
+
+
+# ---- row converters --------------------------------------------------------------------------
+def order_row(run_id: str, o: Order, status: str) -> dict[str, Any]:
+    return {"run_id": run_id, "client_id": o.client_id, "ts": o.created_ts_ms, "type": o.type.value,
+            "side": o.side.value if o.side is not None else None, "qty": o.qty,
+            "target_fraction": o.target_fraction, "price": o.price, "reason": o.reason, "status": status,
+            "signal": o.signal, "threshold": o.threshold, "model_version": o.model_version}
+
+
+def fill_row(run_id: str, f: Fill) -> dict[str, Any]:
+    return {"run_id": run_id, "order_client_id": f.order_id, "ts": f.ts_ms, "side": f.side.value, "qty": f.qty,
+            "price": f.price, "fee": f.fee_quote, "reason": f.reason}
+
+
+def trade_row(run_id: str, seq: int, t: Trade) -> dict[str, Any]:
+    return {"run_id": run_id, "seq": seq, "side": t.side, "qty": t.qty, "entry_ts": t.entry_ts_ms,
+            "exit_ts": t.exit_ts_ms, "entry_price": t.entry_price, "exit_price": t.exit_price,
+            "gross_pnl": t.gross_pnl_quote, "fees": t.fees_quote, "pnl": t.pnl_quote, "return_pct": t.return_pct,
+            "exit_reason": t.exit_reason, "bars_held": t.bars_held}
+
+
+def signal_row(run_id: str, s: SignalPoint) -> dict[str, Any]:
+    return {"run_id": run_id, "ts": s.ts_ms, "signal": s.signal, "threshold": s.threshold,
+            "unusualness": s.unusualness, "model_version": s.model_version}
+
+
+def _insert(session: Session, table: type, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    for start in range(0, len(rows), 50_000):
+        session.execute(insert(table), rows[start:start + 50_000])
+
+
+def _insert_model_versions(session: Session, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
+    now = utc_now_iso()
+    for r in records:
+        session.add(ModelVersionRow(run_id=run_id, created_at=now, fold_index=r.fold_index,
+                                    train_start_ts=r.train_start_ts, train_end_ts=r.train_end_ts,
+                                    trade_start_ts=r.trade_start_ts, trade_end_ts=r.trade_end_ts,
+                                    objective=r.objective, seed=r.seed, threshold=r.threshold,
+                                    train_loss=r.train_loss, val_loss=r.val_loss, steps=r.steps,
+                                    train_seconds=r.train_seconds, config=r.config, losses=r.losses,
+                                    sample_check=r.sample_check, checkpoint=r.checkpoint))

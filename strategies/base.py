@@ -1,0 +1,48 @@
+"""The small strategy interface (STYLE.md §6).
+
+A strategy is told about each *closed* bar and acts only through ``ctx``; the
+same object runs in the native engine, in paper mode and inside backtrader.
+Orders submitted in ``on_bar`` fill from the next bar on (never at this close).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from engine.types import Bar, Order, Side
+
+
+class Context(Protocol):
+    """What a strategy may read and do. Implemented by the engine and the backtrader adapter."""
+
+    position_qty: float
+    cash_quote: float
+    equity_quote: float
+    bars_in_position: int | None
+
+    def target_percent(self, fraction: float, reason: str, **info: Any) -> "Order | None": ...
+    def close(self, reason: str, **info: Any) -> "Order | None": ...
+    def market(self, side: "Side", qty: float, reason: str, **info: Any) -> "Order | None": ...
+    def stop(self, side: "Side", price: float, reason: str, qty: float | None = None,
+             oco_group: str | None = None, **info: Any) -> "Order | None": ...
+    def limit(self, side: "Side", price: float, reason: str, qty: float | None = None,
+              oco_group: str | None = None, **info: Any) -> "Order | None": ...
+    def cancel_all(self) -> None: ...
+    def record_signal(self, signal: float, threshold: float | None = None,
+                      unusualness: float | None = None, model_version: int | None = None) -> None: ...
+
+
+class Strategy:
+    """Base class with no-op hooks. Subclasses set ``name`` and a frozen ``config``."""
+
+    name: str = "strategy"
+    config: Any = None
+
+    def on_start(self, ctx: Context) -> None:
+        """Called once before the first bar."""
+
+    def on_bar(self, bar: "Bar", ctx: Context) -> None:
+        """Called at the close of every bar, after that bar's fills."""
+
+    def on_stop(self, ctx: Context) -> None:
+        """Called once after the last bar."""
