@@ -1,0 +1,1 @@
+"""Presentation for people: terminal tables and number formats (no I/O but stdout)."""

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Backtest a strategy on historical BTC candles and store the run in SQLite.
+
+Fill timing: decisions at each bar's close, market orders fill at the next
+bar's open (± slippage), fee_bps of notional per fill. See ../shared/DESIGN.md.
+
+Examples:
+  python run_backtest.py --data ../shared/data/btcusdt_1h_binance_2017-2026.csv.gz --strategy zscore --json
+  python run_backtest.py --strategy buyhold --start 2022-01-01 --end 2023-01-01
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from typing import Any
+
+from rich.console import Console
+
+from engine.backtest import ENGINES, BacktestResult, run_backtest
+from engine.broker import BrokerConfig
+from feeds.series import BarSeries, ms_to_timeframe, timeframe_to_ms
+from feeds.default_data import resolve_data
+from feeds.validation import DataError
+from reporting.tables import metrics_table, rows_table
+from reporting.timeparse import parse_time_ms
+from store.db import DEFAULT_DB_URL, StoreError, init_db
+from store.repository import RunSpec, create_run, mark_run, save_backtest
+from strategies.registry import FACTORIES, make_strategy
+
+log = logging.getLogger("run_backtest")
+
+
+class UsageError(Exception):
+    """A bad argument: reported in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="candle file (CSV, CSV.gz, Parquet, Feather). Default: the cached exchange "
+                                  "download, else a fresh download, else synthetic data (labelled)")
+    p.add_argument("--strategy", default=default_strategy(), choices=sorted(FACTORIES),
+                   help="strategy to run (default: %(default)s)")
+    p.add_argument("--engine", default="native", choices=ENGINES, help="native engine or backtrader (cross-check)")
+    p.add_argument("--start", help="first bar to load (ISO date/time UTC or epoch ms)")
+    p.add_argument("--end", help="load bars before this time (ISO date/time UTC or epoch ms)")
+    p.add_argument("--trade-from", help="bars before this time only warm the strategy up; trading and "
+                                        "metrics start here (ISO or epoch ms)")
+    p.add_argument("--timeframe", help="resample to this coarser timeframe first (e.g. 4h, 1d)")
+    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash in quote currency (default 100000)")
+    p.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in basis points of notional (default 10)")
+    p.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage per market/stop fill (default 0)")
+    p.add_argument("--long-only", action="store_true", help="never open short positions")
+    p.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL or SQLite file (default %(default)s)")
+    p.add_argument("--name", help="optional unique run name")
+    p.add_argument("--json", action="store_true", help="print the run id and metrics as one JSON object, nothing else")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    add_strategy_options(p)
+    return p
+
+
+def default_strategy() -> str:
+    return "score" if "score" in FACTORIES else "zscore"
+
+
+def add_strategy_options(p: argparse.ArgumentParser) -> None:
+    """Options of strategies that register extra flags (the score strategy)."""
+    try:
+        from strategies.score_cli import add_score_options
+    except ImportError:
+        return
+    add_score_options(p)
+
+
+def validate(args: argparse.Namespace) -> None:
+    if not args.cash > 0:
+        raise UsageError(f"--cash must be positive, got {args.cash}")
+    if args.fee_bps < 0 or args.fee_bps >= 10_000:
+        raise UsageError(f"--fee-bps must be in [0, 10000), got {args.fee_bps}")
+    if args.slippage_bps < 0 or args.slippage_bps >= 10_000:
+        raise UsageError(f"--slippage-bps must be in [0, 10000), got {args.slippage_bps}")
+
+
+def load_series(args: argparse.Namespace) -> BarSeries:
+    start = parse_time_ms(args.start, "--start")
+    end = parse_time_ms(args.end, "--end")
+    if start is not None and end is not None and end <= start:
+        raise UsageError("--end must be after --start")
+    series = resolve_data(args.data, quiet=args.json)
+    if args.timeframe:
+        from feeds.resample import resample
+
+        try:
+            series = resample(series, timeframe_to_ms(args.timeframe))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    series = series.between(start, end)
+    if len(series) < 2:
+        raise DataError(f"{series.source}: fewer than 2 bars between --start and --end")
+    return series
+
+
+def result_payload(run_id: str, args: argparse.Namespace, series: BarSeries, result: BacktestResult,
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    gaps = series.gaps()
+    return {
+        "run_id": run_id,
+        "strategy": args.strategy,
+        "engine": args.engine,
+        "data": {"source": series.source, "sha256": series.sha256, "bars": len(series),
+                 "timeframe": ms_to_timeframe(series.timeframe_ms), "first_ts": int(series.ts_ms[0]),
+                 "last_ts": int(series.ts_ms[-1]), "gaps": gaps.count, "missing_bars": gaps.missing_bars,
+                 "notes": list(series.notes)},
+        "period": {"start_ts": result.start_ts, "end_ts": result.end_ts},
+        "metrics": result.metrics,
+        "buy_and_hold": result.buy_and_hold,
+        **extra,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    err = Console(stderr=True)
+    try:
+        validate(args)
+        trade_from = parse_time_ms(args.trade_from, "--trade-from")
+        series = load_series(args)
+        db = init_db(args.db)
+        config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
+                              long_only=args.long_only)
+        options = vars(args).copy()
+        strategy = make_strategy(args.strategy, options)
+        params = {k: v for k, v in options.items() if k not in ("json", "db", "verbose")}
+        params["config"] = _config_dict(strategy)
+        run_id = create_run(db, RunSpec(mode="backtest", strategy=args.strategy, initial_cash=args.cash,
+                                        params=params, name=args.name, engine=args.engine, symbol="BTC/USDT",
+                                        timeframe=ms_to_timeframe(series.timeframe_ms), data_source=series.source,
+                                        data_hash=series.sha256, trade_from_ts=trade_from))
+        try:
+            if not args.json:
+                err.print(f"[dim]{series.source}: {len(series):,} bars, {series.gaps().describe()}[/dim]")
+                for note in series.notes:
+                    err.print(f"[yellow]note: {note}[/yellow]")
+            result = run_backtest(series, strategy, config, engine=args.engine, trade_from_ms=trade_from)
+            extra = strategy_report(strategy, series, config, result, args)
+            report = {"buy_and_hold": result.buy_and_hold, **extra}
+            save_backtest(db, run_id, result.events, result.order_status, result.metrics, report,
+                          model_versions=getattr(strategy, "model_versions", ()), start_ts=result.start_ts,
+                          end_ts=result.end_ts)
+        except BaseException as exc:
+            mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+    except (UsageError, DataError, StoreError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted; the run is marked failed")
+        return 130
+    except Exception as exc:  # a bug: keep the message short, the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        return 1
+    payload = result_payload(run_id, args, series, result, extra)
+    if args.json:
+        print(json.dumps(payload, default=_json_default))
+    else:
+        print_human(payload)
+    return 0
+
+
+def strategy_report(strategy: Any, series: BarSeries, config: BrokerConfig, result: BacktestResult,
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """Extra sections a strategy adds to the report (the score strategy: baselines, IC, folds)."""
+    hook = getattr(strategy, "build_report", None)
+    return hook(series, config, result, args) if hook else {}
+
+
+def _config_dict(strategy: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    cfg = getattr(strategy, "config", None)
+    return asdict(cfg) if cfg is not None and is_dataclass(cfg) else {}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def print_human(payload: dict[str, Any]) -> None:
+    console = Console()
+    columns = {payload["strategy"]: payload["metrics"], "buy & hold": payload["buy_and_hold"]}
+    for name, metrics in payload.get("baselines", {}).items():
+        if name not in columns:
+            columns[name] = metrics
+    for name, metrics in payload.get("without_fees", {}).items():
+        columns[f"{name} (no fees)"] = metrics
+    console.print(metrics_table(columns, title=f"Run {payload['run_id']} — {payload['data']['source']}"))
+    if payload.get("ic"):
+        console.print(rows_table([{"signal": k, **v} for k, v in payload["ic"].items()],
+                                 title="Information coefficient (Spearman, out of sample)"))
+    if payload.get("folds"):
+        console.print(rows_table(payload["folds"], title="Walk-forward folds"))
+    console.print(f"[dim]stored as run {payload['run_id']}; inspect with: python inspect_trades.py show "
+                  f"{payload['run_id'][:8]}[/dim]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
