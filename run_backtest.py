@@ -28,7 +28,9 @@ from reporting.tables import metrics_table, rows_table
 from reporting.timeparse import parse_time_ms
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from store.repository import RunSpec, create_run, mark_run, save_backtest
+from reporting.score_report import build_score_report
 from strategies.registry import FACTORIES, make_strategy
+from strategies.score_reversion import ScoreReversion
 
 log = logging.getLogger("run_backtest")
 
@@ -114,6 +116,7 @@ def result_payload(run_id: str, args: argparse.Namespace, series: BarSeries, res
                  "last_ts": int(series.ts_ms[-1]), "gaps": gaps.count, "missing_bars": gaps.missing_bars,
                  "notes": list(series.notes)},
         "period": {"start_ts": result.start_ts, "end_ts": result.end_ts},
+        "fee_bps": args.fee_bps,
         "metrics": result.metrics,
         "buy_and_hold": result.buy_and_hold,
         **extra,
@@ -146,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
                 err.print(f"[dim]{series.source}: {len(series):,} bars, {series.gaps().describe()}[/dim]")
                 for note in series.notes:
                     err.print(f"[yellow]note: {note}[/yellow]")
+            trade_from = out_of_sample_start(strategy, series, trade_from)
+            if trade_from is not None and trade_from > int(series.ts_ms[-1]):
+                raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
+                                f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))})")
             result = run_backtest(series, strategy, config, engine=args.engine, trade_from_ms=trade_from)
-            extra = strategy_report(strategy, series, config, result, args)
+            extra = strategy_report(strategy, series, config, result, trade_from)
             report = {"buy_and_hold": result.buy_and_hold, **extra}
             save_backtest(db, run_id, result.events, result.order_status, result.metrics, report,
                           model_versions=getattr(strategy, "model_versions", ()), start_ts=result.start_ts,
@@ -175,16 +182,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def strategy_report(strategy: Any, series: BarSeries, config: BrokerConfig, result: BacktestResult,
-                    args: argparse.Namespace) -> dict[str, Any]:
-    """Extra sections a strategy adds to the report (the score strategy: baselines, IC, folds)."""
-    hook = getattr(strategy, "build_report", None)
-    return hook(series, config, result, args) if hook else {}
+                    trade_from: int | None) -> dict[str, Any]:
+    """Extra report sections: for the score strategy, baselines, no-fee runs, IC and folds."""
+    if isinstance(strategy, ScoreReversion):
+        return build_score_report(strategy, series, config, result, trade_from)
+    return {}
+
+
+def out_of_sample_start(strategy: Any, series: BarSeries, trade_from: int | None) -> int | None:
+    """The score strategy cannot trade before its first fold: measure from there (and never earlier)."""
+    if isinstance(strategy, ScoreReversion):
+        first_fold = int(series.ts_ms[0]) + strategy.config.walk_forward.train_ms
+        return first_fold if trade_from is None else max(trade_from, first_fold)
+    return trade_from
+
+
+def _iso(ms: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _config_dict(strategy: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
     cfg = getattr(strategy, "config", None)
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
     return asdict(cfg) if cfg is not None and is_dataclass(cfg) else {}
 
 
@@ -198,16 +222,25 @@ def print_human(payload: dict[str, Any]) -> None:
     console = Console()
     columns = {payload["strategy"]: payload["metrics"], "buy & hold": payload["buy_and_hold"]}
     for name, metrics in payload.get("baselines", {}).items():
-        if name not in columns:
+        if name != "buy_and_hold":
             columns[name] = metrics
-    for name, metrics in payload.get("without_fees", {}).items():
-        columns[f"{name} (no fees)"] = metrics
-    console.print(metrics_table(columns, title=f"Run {payload['run_id']} — {payload['data']['source']}"))
+    title = f"{payload['data']['source']} — out of sample, fee {payload['fee_bps']:g} bps per fill"
+    console.print(metrics_table(columns, title=title))
+    if payload.get("without_fees"):
+        nf = {k.replace("buy_and_hold", "buy & hold"): v for k, v in payload["without_fees"].items()}
+        console.print(metrics_table(nf, title="Same bars without fees"))
     if payload.get("ic"):
         console.print(rows_table([{"signal": k, **v} for k, v in payload["ic"].items()],
                                  title="Information coefficient (Spearman, out of sample)"))
-    if payload.get("folds"):
-        console.print(rows_table(payload["folds"], title="Walk-forward folds"))
+    folds = payload.get("folds") or []
+    if folds:
+        shown = folds if len(folds) <= 24 else folds[:12] + folds[-12:]
+        rows = [{"fold": f["fold"], "trade block": f["trade"], "val loss": f["val_loss"], "τ": f["threshold"],
+                 "swd/ref": None if not f["swd"] or not f["swd_ref"] else f["swd"] / f["swd_ref"],
+                 "trades": f["trades"], "return %": f["return_pct"]} for f in shown]
+        title = "Walk-forward folds" + (f" (first and last 12 of {len(folds)}; all in --json and the DB)"
+                                        if len(shown) < len(folds) else "")
+        console.print(rows_table(rows, title=title))
     console.print(f"[dim]stored as run {payload['run_id']}; inspect with: python inspect_trades.py show "
                   f"{payload['run_id'][:8]}[/dim]")
 

@@ -62,9 +62,16 @@ def rows_table(rows: list[Mapping[str, Any]], title: str | None = None, formats:
     for key in rows[0]:
         table.add_column(key, justify="right" if isinstance(rows[0][key], (int, float)) else "left")
     for row in rows:
-        table.add_row(*(fmt_value(row[k], formats[k]) if k in formats else ("–" if row[k] is None else str(row[k]))
-                        for k in rows[0]))
+        table.add_row(*(fmt_value(row[k], formats[k]) if k in formats else _cell(row[k]) for k in rows[0]))
     return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
 
 
 def print_table(table: Table, console: Console | None = None) -> None:

@@ -16,7 +16,14 @@ def _buyhold(options: dict[str, Any]) -> Strategy:
     return BuyAndHold()
 
 
-FACTORIES: dict[str, Callable[[dict[str, Any]], Strategy]] = {"zscore": _zscore, "buyhold": _buyhold}
+def _score(options: dict[str, Any]) -> Strategy:
+    from strategies.score_cli import make_score_strategy
+
+    return make_score_strategy(options)
+
+
+FACTORIES: dict[str, Callable[[dict[str, Any]], Strategy]] = {"score": _score, "zscore": _zscore,
+                                                              "buyhold": _buyhold}
 
 
 def make_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:

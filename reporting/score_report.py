@@ -1,0 +1,114 @@
+"""The score strategy's report: did the model add anything over the baselines, out of sample?
+
+Everything is measured on the same out-of-sample bars (from the first fold's
+block on): the score strategy, buy-and-hold and the z-score baseline, each with
+and without fees; the signal's information coefficient (Spearman correlation
+with the next-bar and next-24-bar log return); and a per-fold table.
+The no-fee rerun reuses the fitted folds (models do not depend on fees).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.backtest import BacktestResult, buy_and_hold_metrics, run_backtest
+from engine.broker import BrokerConfig
+from engine.types import SignalPoint
+from feeds.series import BarSeries
+from strategies.score_reversion import ScoreReversion
+from strategies.zscore import ZScoreConfig, ZScoreReversion
+
+IC_HORIZONS = (1, 24)
+
+
+def build_score_report(strategy: ScoreReversion, series: BarSeries, config: BrokerConfig, result: BacktestResult,
+                       trade_from_ms: int | None) -> dict[str, Any]:
+    no_fee = BrokerConfig(config.cash_quote, 0.0, config.slippage_bps, config.long_only)
+    zscore_cfg = ZScoreConfig(long_only=config.long_only)
+    zscore = run_backtest(series, ZScoreReversion(zscore_cfg), config, trade_from_ms=trade_from_ms)
+    zscore_nf = run_backtest(series, ZScoreReversion(zscore_cfg), no_fee, trade_from_ms=trade_from_ms)
+    score_nf = run_backtest(series, ScoreReversion(strategy.config, fold_cache=strategy.fold_cache), no_fee,
+                            trade_from_ms=trade_from_ms)
+    oos = series if trade_from_ms is None else series.between(trade_from_ms, None)
+    return {
+        "out_of_sample": {"from_ts": result.start_ts, "to_ts": result.end_ts, "bars": len(oos),
+                          "folds": len(strategy.folds)},
+        "baselines": {"buy_and_hold": result.buy_and_hold, "zscore": zscore.metrics},
+        "without_fees": {"score": score_nf.metrics, "buy_and_hold": buy_and_hold_metrics(oos, no_fee),
+                         "zscore": zscore_nf.metrics},
+        "ic": {"score": information_coefficients(result.events.signals, series),
+               "zscore (−z)": information_coefficients(zscore.events.signals, series, sign=-1.0)},
+        "folds": fold_table(strategy, result, config.cash_quote),
+    }
+
+
+def forward_log_returns(series: BarSeries, horizon: int) -> pd.Series:
+    """ln(C_{t+h} / C_t) indexed by bar open time; NaN where the future is not in the data."""
+    close = pd.Series(series.close, index=series.ts_ms)
+    return np.log(close.shift(-horizon) / close)
+
+
+def information_coefficients(signals: list[SignalPoint], series: BarSeries, sign: float = 1.0) -> dict[str, Any]:
+    """Spearman IC of the signal with the next 1 and 24 bars' log returns, with a t-statistic."""
+    if not signals:
+        return {f"next_{h}": None for h in IC_HORIZONS} | {"n": 0}
+    sig = pd.Series([sign * s.signal for s in signals], index=[s.ts_ms for s in signals])
+    out: dict[str, Any] = {"n": len(sig)}
+    for h in IC_HORIZONS:
+        fwd = forward_log_returns(series, h).reindex(sig.index)
+        ok = fwd.notna() & sig.notna()
+        n = int(ok.sum())
+        ic = spearman(sig[ok].to_numpy(), fwd[ok].to_numpy()) if n > 10 else math.nan
+        out[f"next_{h}"] = None if math.isnan(ic) else ic
+        # Overlapping 24-bar windows are autocorrelated: this t is optimistic for h > 1.
+        out[f"t_next_{h}"] = None if math.isnan(ic) else ic * math.sqrt((n - 2) / max(1e-12, 1 - ic * ic))
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties) = Pearson correlation of the ranks."""
+    ra = pd.Series(a).rank().to_numpy()
+    rb = pd.Series(b).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def fold_table(strategy: ScoreReversion, result: BacktestResult, initial_cash: float) -> list[dict[str, Any]]:
+    """One row per fold: its windows, losses, threshold, sample check, trades and return."""
+    ev = result.events
+    eq_ts = np.asarray(ev.equity_ts_ms, dtype=np.int64)
+    eq = np.asarray(ev.equity_quote, dtype=float)
+    entries = np.asarray([t.entry_ts_ms for t in ev.trades], dtype=np.int64)
+    rows = []
+    for fold in strategy.folds:
+        lo = int(np.searchsorted(eq_ts, fold.trade_start_ts))
+        hi = int(np.searchsorted(eq_ts, fold.trade_end_ts))
+        start_eq = eq[lo - 1] if lo > 0 else initial_cash
+        end_eq = eq[hi - 1] if hi > 0 else start_eq
+        check = fold.sample_check or {}
+        rows.append({
+            "fold": fold.fold_index,
+            "train": f"{_day(fold.train_start_ts)}→{_day(fold.train_end_ts)}",
+            "trade": f"{_day(fold.trade_start_ts)}→{_day(fold.trade_end_ts)}",
+            "steps": fold.steps,
+            "train_loss": _round(fold.train_loss),
+            "val_loss": _round(fold.val_loss),
+            "threshold": _round(fold.threshold),
+            "swd": _round(check.get("swd")),
+            "swd_ref": _round(check.get("swd_reference")),
+            "trades": int(np.sum((entries >= fold.trade_start_ts) & (entries < fold.trade_end_ts))),
+            "return_pct": _round(100 * (end_eq / start_eq - 1)) if start_eq else None,
+        })
+    return rows
+
+
+def _day(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)

@@ -1,0 +1,55 @@
+"""Command-line options of the score strategy, shared by run_backtest.py and run_paper.py."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from models.losses import OBJECTIVES
+from models.training import TrainConfig
+from models.walk_forward import WalkForwardConfig
+from strategies.score_reversion import ScoreReversion, ScoreReversionConfig
+
+
+def add_score_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("score strategy (walk-forward score model)")
+    g.add_argument("--train-days", type=float, default=365.0, help="rolling training window in days (default 365)")
+    g.add_argument("--retrain-days", type=float, default=30.0, help="days traded per frozen model (default 30)")
+    g.add_argument("--objective", default="dsm", choices=sorted(OBJECTIVES), help="score-matching objective")
+    g.add_argument("--seed", type=int, default=0, help="seed of model init, batches and noise (default 0)")
+    g.add_argument("--threshold-quantile", type=float, default=0.99,
+                   help="entry threshold: this quantile of |signal| on the training window (default 0.99)")
+    g.add_argument("--signal-sigma", type=float, default=0.6, help="noise level of the signal's score (default 0.6)")
+    g.add_argument("--max-hold-bars", type=int, default=48, help="exit after this many bars (default 48)")
+    g.add_argument("--stop-loss-pct", type=float, default=5.0, help="protective stop distance in %% (0 = none)")
+    g.add_argument("--unusual-gate", type=float, default=None,
+                   help="skip entries when the state's unusualness quantile exceeds this (e.g. 0.999)")
+    g.add_argument("--train-steps", type=int, default=1000, help="Adam steps of the first fit (default 1000)")
+    g.add_argument("--warm-steps", type=int, default=150, help="Adam steps of each warm-started refit (default 150)")
+    g.add_argument("--hidden", type=int, default=128, help="width of the score network's hidden layers")
+
+
+def score_config(options: dict[str, Any]) -> ScoreReversionConfig:
+    """Build the frozen config from parsed options (missing keys take the defaults)."""
+    o = {**_defaults(), **{k: v for k, v in options.items() if v is not None or k == "unusual_gate"}}
+    train = TrainConfig(objective=o["objective"], seed=o["seed"], max_steps=o["train_steps"],
+                        warm_start_steps=o["warm_steps"], hidden=o["hidden"])
+    wf = WalkForwardConfig(train_days=o["train_days"], retrain_days=o["retrain_days"],
+                           signal_sigma=o["signal_sigma"], threshold_quantile=o["threshold_quantile"], train=train)
+    if o["max_hold_bars"] < 1:
+        raise ValueError("--max-hold-bars must be >= 1")
+    if o["stop_loss_pct"] < 0 or o["stop_loss_pct"] >= 100:
+        raise ValueError("--stop-loss-pct must be in [0, 100)")
+    if o["unusual_gate"] is not None and not 0 < o["unusual_gate"] <= 1:
+        raise ValueError("--unusual-gate must be in (0, 1]")
+    return ScoreReversionConfig(walk_forward=wf, max_hold_bars=o["max_hold_bars"], stop_loss_pct=o["stop_loss_pct"],
+                                unusual_gate=o["unusual_gate"], long_only=bool(o.get("long_only", False)))
+
+
+def make_score_strategy(options: dict[str, Any]) -> ScoreReversion:
+    return ScoreReversion(score_config(options))
+
+
+def _defaults() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_score_options(parser)
+    return vars(parser.parse_args([]))
