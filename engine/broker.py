@@ -146,8 +146,8 @@ class SimulatedBroker:
             side = Side.BUY if self._target_qty(order.target_fraction, raw_price) > pos else Side.SELL
             price = self._exec_price(order, raw_price, side)
             delta = self._target_qty(order.target_fraction, price) - pos
-            if abs(delta) <= _QTY_EPS * max(1.0, abs(pos)):
-                return None
+            if abs(delta) <= _QTY_EPS * max(1.0, abs(pos)) or (delta > 0) != (side is Side.BUY):
+                return None  # nothing to do, or slippage flipped the direction: never trade away from target
             qty = abs(delta)
         price = self._exec_price(order, raw_price, side)
         if self.config.long_only and side is Side.SELL and qty > pos * (1.0 + _QTY_EPS):

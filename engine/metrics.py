@@ -44,7 +44,11 @@ def compute_metrics(equity_quote: Sequence[float] | np.ndarray, trades: Sequence
     total_return = final / initial_cash_quote - 1.0
     out["final_equity"] = final
     out["total_return"] = total_return
-    out["cagr"] = (final / initial_cash_quote) ** (1.0 / years) - 1.0 if final > 0 and years > 0 else -1.0
+    if final > 0 and years > 0:
+        log_growth = math.log(final / initial_cash_quote) / years
+        out["cagr"] = math.expm1(log_growth) if log_growth < 709.0 else None  # short runs can overflow
+    else:
+        out["cagr"] = -1.0
     std = float(np.std(rets, ddof=1)) if n > 1 else 0.0
     mean = float(np.mean(rets))
     out["volatility"] = std * math.sqrt(bars_per_year)

@@ -43,7 +43,7 @@ def load_bars(path: str | Path, timeframe_ms: int | None = None) -> BarSeries:
         raise DataError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a candle file")
-    frame, first_line = _read_frame(path)
+    frame, line_numbers = _read_frame(path)
     ts_col = _find_time_column(frame, path)
     missing = [c for c in VALUE_COLUMNS if c not in frame.columns]
     if missing:
@@ -60,7 +60,7 @@ def load_bars(path: str | Path, timeframe_ms: int | None = None) -> BarSeries:
     _check_values(values, problems)
     _check_order(ts_ms, problems)
     if problems:
-        raise DataError(_describe_problems(path, problems, first_line))
+        raise DataError(_describe_problems(path, problems, line_numbers))
     if len(ts_ms) == 0:
         raise DataError(f"{path}: no candles in file")
     tf = timeframe_ms or _infer_timeframe(ts_ms, path)
@@ -69,8 +69,8 @@ def load_bars(path: str | Path, timeframe_ms: int | None = None) -> BarSeries:
                      tf, source=str(path), sha256=file_sha256(path), notes=notes)
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
-    """Return the table and the file line number of its first data row."""
+def _read_frame(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Return the table and, per row, its line number in the file (or row number for Parquet/Feather)."""
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
@@ -80,9 +80,9 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
         elif name.endswith(".feather"):
             frame, first_line = pd.read_feather(path), 1
         else:
-            frame, first_line = pd.read_csv(path, dtype=str, skipinitialspace=True), 2
+            frame, first_line = pd.read_csv(path, dtype=str, skipinitialspace=True, skip_blank_lines=False), 2
             if not _has_time_column(frame) and _looks_numeric(frame.columns[0]):
-                frame = pd.read_csv(path, dtype=str, header=None, skipinitialspace=True)
+                frame = pd.read_csv(path, dtype=str, header=None, skipinitialspace=True, skip_blank_lines=False)
                 first_line = 1
                 if frame.shape[1] < 6:
                     raise DataError(f"{path}: header-less file needs at least 6 columns "
@@ -96,11 +96,15 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
         raise DataError(f"{path}: cannot be read as {_kind(name)}: {str(exc).strip().splitlines()[0]}") from None
     except Exception as exc:  # pyarrow raises its own error types for corrupt files
         raise DataError(f"{path}: cannot be read as {_kind(name)}: {type(exc).__name__}: {exc}") from None
+    line_numbers = np.arange(len(frame)) + first_line
+    if _kind(name) == "CSV":  # blank lines are not rows, but they count for line numbers
+        blank = frame.isna().all(axis=1).to_numpy()
+        frame, line_numbers = frame[~blank].reset_index(drop=True), line_numbers[~blank]
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     if len(frame.columns) != len(set(frame.columns)):
         dupes = [c for c, k in Counter(frame.columns).items() if k > 1]
         raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
-    return frame, first_line
+    return frame, line_numbers
 
 
 def _kind(name: str) -> str:
@@ -145,17 +149,19 @@ def _parse_timestamps(raw: pd.Series, problems: dict[int, str]) -> tuple[np.ndar
         return _datetime_to_ms(dt), None
     numeric = pd.to_numeric(raw, errors="coerce")
     is_num = numeric.notna().to_numpy()
-    if is_num.all() and len(raw):
+    if len(raw) and is_num.sum() * 2 > len(raw):  # mostly epoch numbers: judge each row on its own
+        for i in np.nonzero(~is_num)[0]:
+            problems.setdefault(int(i), f"timestamp {raw.iloc[i]!r} is not an epoch number")
         vals = numeric.to_numpy(dtype=float)
-        bad = ~np.isfinite(vals)
+        bad = ~np.isfinite(vals) & is_num
         for i in np.nonzero(bad)[0]:
             problems.setdefault(int(i), f"timestamp is not finite ({raw.iloc[i]!r})")
-        biggest = float(np.nanmax(np.abs(np.where(bad, 0, vals)))) if len(vals) else 0.0
+        biggest = float(np.nanmax(np.abs(np.where(bad | ~is_num, 0, vals)))) if len(vals) else 0.0
         scale, unit = (1000.0, "s") if biggest < 1e11 else (1.0, "ms") if biggest < 1e14 else \
             (1e-3, "µs") if biggest < 1e17 else (1e-6, "ns")
-        ms = np.where(bad, 0, vals) * scale
+        ms = np.where(bad | ~is_num, 0, vals) * scale
         frac = np.abs(ms - np.round(ms)) > 1e-6
-        for i in np.nonzero(frac & ~bad)[0]:
+        for i in np.nonzero(frac & ~bad & is_num)[0]:
             problems.setdefault(int(i), f"timestamp {raw.iloc[i]} is not a whole millisecond")
         note = None if unit == "ms" else f"timestamps read as epoch {unit} and converted to ms"
         return np.round(ms).astype(np.int64), note
@@ -203,11 +209,11 @@ def _fmt(ms: int) -> str:
     return f"{int(ms)} ({pd.Timestamp(int(ms), unit='ms', tz='UTC').strftime('%Y-%m-%d %H:%M:%S')} UTC)"
 
 
-def _describe_problems(path: Path, problems: dict[int, str], first_line: int) -> str:
+def _describe_problems(path: Path, problems: dict[int, str], line_numbers: np.ndarray) -> str:
     rows = sorted(problems)
-    label = "line" if first_line > 1 or path.name.lower().endswith((".csv", ".gz", ".txt")) else "row"
+    label = "row" if _kind(path.name.lower()) != "CSV" else "line"
     lines = [f"{path}: {len(rows)} bad row(s)" + (f", first {MAX_REPORTED}:" if len(rows) > MAX_REPORTED else ":")]
-    lines += [f"  {label} {i + first_line}: {problems[i]}" for i in rows[:MAX_REPORTED]]
+    lines += [f"  {label} {line_numbers[i]}: {problems[i]}" for i in rows[:MAX_REPORTED]]
     return "\n".join(lines)
 
 

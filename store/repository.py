@@ -131,29 +131,53 @@ class BarCommit:
 
 def commit_bar(engine: Engine, run_id: str, change: BarCommit) -> None:
     """One transaction per closed bar: a crash leaves the DB at a bar boundary."""
+    commit_bars(engine, run_id, [change])
+
+
+def commit_bars(engine: Engine, run_id: str, changes: Sequence[BarCommit]) -> None:
+    """Several consecutive bars in one transaction (used for warm-up bars, which place no orders)."""
+    if not changes:
+        return
     with Session(engine) as session, session.begin():
-        _insert_model_versions(session, run_id, change.model_versions)
-        b = change.bar
-        session.execute(insert(BarRow), [{"run_id": run_id, "ts": b.ts_ms, "open": b.open, "high": b.high,
-                                          "low": b.low, "close": b.close, "volume": b.volume}])
-        _insert(session, OrderRow, [order_row(run_id, o, change.status_changes.get(o.client_id, "submitted"))
-                                    for o in change.orders])
-        new_ids = {o.client_id for o in change.orders}
-        for client_id, status in change.status_changes.items():
-            if client_id not in new_ids:
-                session.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
-                                .values(status=status))
-        _insert(session, FillRow, [fill_row(run_id, f) for f in change.fills])
-        _insert(session, TradeRow, [trade_row(run_id, change.trade_seq_start + i, t)
-                                    for i, t in enumerate(change.trades)])
-        _insert(session, SignalRow, [signal_row(run_id, s) for s in change.signals])
-        if change.equity is not None:
-            session.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
-        values: dict[str, Any] = {"last_bar_ts": b.ts_ms, "updated_at": utc_now_iso(),
-                                  "bars_processed": RunRow.bars_processed + 1, "end_ts": b.ts_ms}
-        session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+        for change in changes:
+            _write_bar_change(session, run_id, change)
+        last = changes[-1].bar.ts_ms
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(
+            last_bar_ts=last, end_ts=last, updated_at=utc_now_iso(),
+            bars_processed=RunRow.bars_processed + len(changes)))
         session.execute(update(RunRow).where(RunRow.id == run_id, RunRow.start_ts.is_(None))
-                        .values(start_ts=b.ts_ms))
+                        .values(start_ts=changes[0].bar.ts_ms))
+
+
+def _write_bar_change(session: Session, run_id: str, change: BarCommit) -> None:
+    _insert_model_versions(session, run_id, change.model_versions)
+    b = change.bar
+    session.execute(insert(BarRow), [{"run_id": run_id, "ts": b.ts_ms, "open": b.open, "high": b.high,
+                                      "low": b.low, "close": b.close, "volume": b.volume}])
+    _insert(session, OrderRow, [order_row(run_id, o, change.status_changes.get(o.client_id, "submitted"))
+                                for o in change.orders])
+    new_ids = {o.client_id for o in change.orders}
+    for client_id, status in change.status_changes.items():
+        if client_id not in new_ids:
+            session.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
+                            .values(status=status))
+    _insert(session, FillRow, [fill_row(run_id, f) for f in change.fills])
+    _insert(session, TradeRow, [trade_row(run_id, change.trade_seq_start + i, t)
+                                for i, t in enumerate(change.trades)])
+    _insert(session, SignalRow, [signal_row(run_id, s) for s in change.signals])
+    if change.equity is not None:
+        session.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
+
+
+def stored_fold_indexes(engine: Engine, run_id: str) -> set[int]:
+    with Session(engine) as session:
+        return set(session.scalars(select(ModelVersionRow.fold_index).where(ModelVersionRow.run_id == run_id)))
+
+
+def load_model_versions(engine: Engine, run_id: str) -> list[ModelVersionRow]:
+    with Session(engine) as session:
+        return list(session.scalars(select(ModelVersionRow).where(ModelVersionRow.run_id == run_id)
+                                    .order_by(ModelVersionRow.fold_index)))
 
 
 def load_run_bars(engine: Engine, run_id: str) -> list[Bar]:

@@ -1,0 +1,137 @@
+"""Paper trading = the backtest engine fed by a live feed, committing every closed bar.
+
+There is no paper-specific trading logic: :class:`PaperSession` wraps the same
+:class:`engine.loop.Engine` and simulated broker a backtest uses, and adds only
+persistence. After each bar it collects what the bar changed (new orders and
+their status changes, fills, trades, the equity mark, signals, model versions)
+and commits it together with the candle itself and the run's "last processed
+bar" in ONE transaction. Restart = replay the stored candles through a fresh
+engine (deterministic: same candles, same models → same state), check the
+replay matches what is stored, then continue with the next candle.
+
+Warm-up candles (before ``trade_from_ms``) cannot create orders, so they are
+committed in batches for speed; a crash mid-warm-up resumes after the last batch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from sqlalchemy import Engine as DbEngine
+
+from engine.broker import BrokerConfig
+from engine.loop import Engine
+from engine.types import Bar, Order
+from store.repository import (BarCommit, ModelVersionRecord, commit_bars, count_rows, stored_fold_indexes)
+from strategies.base import Strategy
+
+log = logging.getLogger(__name__)
+WARMUP_BATCH_BARS = 1000
+
+
+class ReplayMismatch(RuntimeError):
+    """Replaying the stored candles did not reproduce the stored orders/fills/equity."""
+
+
+@dataclass(frozen=True)
+class BarOutcome:
+    """What one live bar did, for the log line."""
+
+    bar: Bar
+    live: bool
+    orders: list[Order]
+    fills: int
+    equity: float | None
+    signal: float | None
+    threshold: float | None
+
+
+class PaperSession:
+    def __init__(self, db: DbEngine, run_id: str, strategy: Strategy, config: BrokerConfig,
+                 trade_from_ms: int) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.strategy = strategy
+        self.engine = Engine(strategy, config, trade_from_ms=trade_from_ms)
+        self.trade_from_ms = trade_from_ms
+        self._pending_commits: list[BarCommit] = []
+        self._stored_folds: set[int] = stored_fold_indexes(db, run_id)
+        self._carried_versions: list[ModelVersionRecord] = []
+        self.engine.begin()
+
+    @property
+    def last_bar(self) -> Bar | None:
+        return self.engine.bar
+
+    def replay(self, bars: Iterable[Bar]) -> int:
+        """Rebuild state from stored candles without writing; verify it against the DB."""
+        n = 0
+        for bar in bars:
+            self.engine.step(bar)
+            n += 1
+        self._carried_versions = self._drain_model_versions()  # any not yet stored go with the next commit
+        self._check_replay()
+        return n
+
+    def process(self, bar: Bar, on_outcome: Callable[[BarOutcome], None] | None = None) -> BarOutcome:
+        """Step the engine on one closed candle and persist what it changed."""
+        eng = self.engine
+        ev = eng.events
+        pending_before = [o.client_id for o in eng.broker.pending]
+        n_orders, n_fills, n_trades = len(ev.orders), len(ev.fills), len(ev.trades)
+        n_signals, n_equity = len(ev.signals), len(ev.equity_ts_ms)
+        eng.step(bar)
+        orders = ev.orders[n_orders:]
+        status = eng.broker.status
+        changes = {cid: status[cid] for cid in pending_before}
+        changes.update({o.client_id: status[o.client_id] for o in orders})
+        equity = None
+        if len(ev.equity_ts_ms) > n_equity:
+            i = len(ev.equity_ts_ms) - 1
+            equity = {"ts": ev.equity_ts_ms[i], "cash": ev.equity_cash[i], "position": ev.equity_position[i],
+                      "close": ev.equity_close[i], "equity": ev.equity_quote[i]}
+        signals = ev.signals[n_signals:]
+        commit = BarCommit(bar=bar, orders=list(orders), status_changes=changes, fills=ev.fills[n_fills:],
+                           trades=ev.trades[n_trades:], trade_seq_start=n_trades, equity=equity,
+                           signals=list(signals), model_versions=self._take_model_versions())
+        live = bar.ts_ms >= self.trade_from_ms
+        self._pending_commits.append(commit)
+        if live or len(self._pending_commits) >= WARMUP_BATCH_BARS:
+            self.flush()
+        sig = signals[-1] if signals else None
+        outcome = BarOutcome(bar, live, list(orders), len(commit.fills), equity["equity"] if equity else None,
+                             sig.signal if sig else None, sig.threshold if sig else None)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return outcome
+
+    def flush(self) -> None:
+        """Commit buffered bars (one transaction)."""
+        if self._pending_commits:
+            commit_bars(self.db, self.run_id, self._pending_commits)
+            self._pending_commits = []
+
+    def _take_model_versions(self) -> list[ModelVersionRecord]:
+        carried, self._carried_versions = self._carried_versions, []
+        return carried + self._drain_model_versions()
+
+    def _drain_model_versions(self) -> list[ModelVersionRecord]:
+        fresh: list[ModelVersionRecord] = getattr(self.strategy, "new_model_versions", None) or []
+        if not fresh:
+            return []
+        self.strategy.new_model_versions = []  # type: ignore[attr-defined]
+        out = [r for r in fresh if r.fold_index not in self._stored_folds]
+        self._stored_folds.update(r.fold_index for r in out)
+        return out
+
+    def _check_replay(self) -> None:
+        stored = count_rows(self.db, self.run_id)
+        ev = self.engine.events
+        replayed = {"orders": len(ev.orders), "fills": len(ev.fills), "trades": len(ev.trades),
+                    "equity": len(ev.equity_ts_ms)}
+        diff = {k: (stored[k], v) for k, v in replayed.items() if stored[k] != v}
+        if diff:
+            raise ReplayMismatch("replaying the stored candles does not reproduce the stored run "
+                                 f"(table: stored vs replayed {diff}); was the code or a setting changed? "
+                                 "Start a new --run-name.")
