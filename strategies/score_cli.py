@@ -6,14 +6,23 @@ from typing import Any
 
 from models.losses import OBJECTIVES
 from models.training import TrainConfig
-from models.walk_forward import WalkForwardConfig
+from models.walk_forward import MS_PER_DAY, WalkForwardConfig
 from strategies.score_reversion import ScoreReversion, ScoreReversionConfig
+
+
+# DESIGN.md's defaults are for 1h bars (365 and 30 days); on other timeframes the
+# same number of bars is used, like the feature windows, so a 1m paper run warms
+# up on ~6 days of candles instead of a year.
+DEFAULT_TRAIN_BARS = 8760
+DEFAULT_RETRAIN_BARS = 720
 
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("score strategy (walk-forward score model)")
-    g.add_argument("--train-days", type=float, default=365.0, help="rolling training window in days (default 365)")
-    g.add_argument("--retrain-days", type=float, default=30.0, help="days traded per frozen model (default 30)")
+    g.add_argument("--train-days", type=float, default=None,
+                   help="rolling training window in days (default: 8,760 bars = 365 days of 1h bars)")
+    g.add_argument("--retrain-days", type=float, default=None,
+                   help="days traded per frozen model (default: 720 bars = 30 days of 1h bars)")
     g.add_argument("--objective", default="dsm", choices=sorted(OBJECTIVES), help="score-matching objective")
     g.add_argument("--seed", type=int, default=0, help="seed of model init, batches and noise (default 0)")
     g.add_argument("--threshold-quantile", type=float, default=0.99,
@@ -31,6 +40,9 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
 def score_config(options: dict[str, Any]) -> ScoreReversionConfig:
     """Build the frozen config from parsed options (missing keys take the defaults)."""
     o = {**_defaults(), **{k: v for k, v in options.items() if v is not None or k == "unusual_gate"}}
+    bar_days = o.get("timeframe_ms", 3_600_000) / MS_PER_DAY
+    o["train_days"] = o["train_days"] if o["train_days"] is not None else DEFAULT_TRAIN_BARS * bar_days
+    o["retrain_days"] = o["retrain_days"] if o["retrain_days"] is not None else DEFAULT_RETRAIN_BARS * bar_days
     train = TrainConfig(objective=o["objective"], seed=o["seed"], max_steps=o["train_steps"],
                         warm_start_steps=o["warm_steps"], hidden=o["hidden"])
     wf = WalkForwardConfig(train_days=o["train_days"], retrain_days=o["retrain_days"],

@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.types import Bar, Side
 from models.features import FeatureSpec, IncrementalFeatures
-from models.walk_forward import FoldModel, WalkForwardConfig, fit_fold
+from models.walk_forward import FoldModel, WalkForwardConfig, fit_fold, fold_from_checkpoint
 from store.repository import ModelVersionRecord
 from strategies.base import Context, Strategy
 
@@ -78,6 +78,13 @@ class ScoreReversion(Strategy):
         self._retrain_ms = wf.retrain_ms
         self.current: FoldModel | None = None
         self.folds = []
+
+    def preload_folds(self, stored: list[tuple[bytes, dict[str, Any] | None, dict[str, Any] | None]]) -> int:
+        """Make stored folds (checkpoint, losses, sample check) reusable, so a restart does not retrain."""
+        for blob, losses, check in stored:
+            fold = fold_from_checkpoint(blob, losses, check)
+            self.fold_cache[(fold.fold_index, fold.train_start_ts, fold.train_end_ts)] = fold
+        return len(stored)
 
     @property
     def model_versions(self) -> list[ModelVersionRecord]:

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Paper-trade a strategy on live exchange candles (ccxt), restart-safe, with the backtest's own engine.
+
+Nothing here can place a real order: the simulated broker fills at the next
+candle's open exactly as in a backtest. Each closed candle's orders, fills,
+equity and the run's last processed candle are committed in one transaction;
+restarting with the same --run-name replays the stored candles and continues
+with the next one, so nothing is lost or duplicated.
+
+Example (against a local test exchange):
+  python run_paper.py --exchange binance --exchange-url http://127.0.0.1:8765 \\
+      --symbol BTC/USDT --timeframe 1m --db paper.db --run-name demo --max-bars 200
+
+API keys are optional (public candles need none), read only from the environment
+(e.g. BINANCE_API_KEY), never stored or logged, and never sent to --exchange-url.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from engine.backtest import buy_and_hold_metrics
+from engine.broker import BrokerConfig
+from engine.metrics import bars_per_year, compute_metrics
+from engine.paper import BarOutcome, PaperSession, ReplayMismatch
+from feeds.ccxt_live import LiveCandleFeed
+from feeds.errors import FatalFeedError, FeedError, FeedStopped
+from feeds.retry import call_with_retry
+from feeds.series import BarSeries, timeframe_to_ms
+from feeds.validation import DataError
+from store.db import DEFAULT_DB_URL, StoreError, init_db
+from store.repository import (RunSpec, create_run, find_run_by_name, load_model_versions, load_run_bars,
+                              mark_run, update_run_results)
+from strategies.registry import FACTORIES, make_strategy
+from strategies.score_reversion import ScoreReversion
+
+log = logging.getLogger("paper")
+EXCHANGES = ("binance", "bybit")
+
+
+class UsageError(Exception):
+    """A bad argument or an incompatible resume: one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exchange", default="binance", choices=EXCHANGES, help="exchange to read candles from")
+    p.add_argument("--symbol", default="BTC/USDT", help="market symbol (default %(default)s)")
+    p.add_argument("--timeframe", default="1h", help="candle timeframe (default %(default)s)")
+    p.add_argument("--strategy", default="score", choices=sorted(FACTORIES), help="strategy (default %(default)s)")
+    p.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL or SQLite file (default %(default)s)")
+    p.add_argument("--run-name", help="name of the run; restarting with the same name resumes it")
+    p.add_argument("--exchange-url", help="send ALL exchange traffic to this base URL (local mirror / test "
+                                          "server); API keys are never sent there")
+    p.add_argument("--ws", action="store_true", help="receive candles over the websocket (REST catch-up)")
+    p.add_argument("--ws-stale-s", type=float, default=None,
+                   help="reconnect a websocket that is quiet this long (default: 2 timeframes, max 120 s)")
+    p.add_argument("--max-bars", type=int, default=None,
+                   help="stop cleanly after this process has handled N closed live candles")
+    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash (default 100000)")
+    p.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in bps (default 10)")
+    p.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage per fill in bps (default 0)")
+    p.add_argument("--long-only", action="store_true", help="never open short positions")
+    p.add_argument("--warmup-bars", type=int, default=None,
+                   help="history candles fed to the strategy before trading (default: what it needs)")
+    p.add_argument("--poll-interval", type=float, default=10.0,
+                   help="longest sleep between REST polls in seconds (default 10)")
+    p.add_argument("--timeout-ms", type=int, default=10_000, help="HTTP timeout per request (default 10000)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-candle log lines")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    try:
+        from strategies.score_cli import add_score_options
+
+        add_score_options(p)
+    except ImportError:  # pragma: no cover - the score strategy is part of the product
+        pass
+    return p
+
+
+def warmup_bars_needed(strategy: Any, tf_ms: int) -> int:
+    """History the strategy needs before its first live decision."""
+    if isinstance(strategy, ScoreReversion):
+        # The first fold is fitted once train_days of history were seen; +features warm-up, +margin.
+        return math.ceil(strategy.config.walk_forward.train_ms / tf_ms) + strategy.spec.warmup_bars + 2
+    window = getattr(getattr(strategy, "config", None), "window", None)
+    return (window + 2) if window else 2
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    trade_from_ms: int
+    since_ms: int
+    resumed: bool
+
+
+def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_ms: int,
+             stop: threading.Event) -> RunPlan:
+    """Resume the named run, or create a new one whose live trading starts with the next candle."""
+    existing = find_run_by_name(db, args.run_name) if args.run_name else None
+    if existing is not None:
+        expected = {"mode": "paper", "strategy": args.strategy, "symbol": args.symbol,
+                    "timeframe": args.timeframe, "exchange": args.exchange}
+        actual = {k: getattr(existing, k) for k in expected}
+        if actual != expected:
+            diff = ", ".join(f"{k}: stored {actual[k]!r} vs given {expected[k]!r}" for k in expected
+                             if actual[k] != expected[k])
+            raise UsageError(f"run {args.run_name!r} exists with other settings ({diff}); use another --run-name")
+        since = (existing.last_bar_ts + tf_ms) if existing.last_bar_ts is not None \
+            else int(existing.params.get("history_from_ts"))
+        return RunPlan(existing.id, int(existing.trade_from_ts), since, True)
+    now = call_with_retry(client.server_time_ms, what="fetch_time", stop_event=stop, logger=log)
+    trade_from = (now // tf_ms) * tf_ms  # the candle in progress now is the first live one
+    warmup = args.warmup_bars if args.warmup_bars is not None else warmup_bars_needed(strategy, tf_ms)
+    since = trade_from - warmup * tf_ms
+    params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet")}
+    params["history_from_ts"] = since
+    params["warmup_bars"] = warmup
+    cfg = getattr(strategy, "config", None)
+    params["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+    run_id = create_run(db, RunSpec(mode="paper", strategy=args.strategy, initial_cash=args.cash, params=params,
+                                    name=args.run_name, symbol=args.symbol, exchange=args.exchange,
+                                    timeframe=args.timeframe, data_source=_source(args),
+                                    trade_from_ts=trade_from))
+    return RunPlan(run_id, trade_from, since, False)
+
+
+def _source(args: argparse.Namespace) -> str:
+    return f"{args.exchange}:{args.symbol}:{args.timeframe}" + (f" via {args.exchange_url}" if args.exchange_url else "")
+
+
+def log_line(outcome: BarOutcome) -> str:
+    b = outcome.bar
+    when = pd.Timestamp(b.ts_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+    action = ", ".join(_describe(o) for o in outcome.orders) or "hold"
+    sig = "–" if outcome.signal is None else f"{outcome.signal:+.3f}"
+    thr = "–" if outcome.threshold is None else f"{outcome.threshold:.3f}"
+    eq = "–" if outcome.equity is None else f"{outcome.equity:,.2f}"
+    return f"{when} close={b.close:,.2f} signal={sig} threshold={thr} action={action} fills={outcome.fills} equity={eq}"
+
+
+def _describe(order: Any) -> str:
+    if order.target_fraction is not None and order.type.value == "market":
+        what = "flat" if order.target_fraction == 0 else ("long" if order.target_fraction > 0 else "short")
+        return f"{order.reason}→{what}"
+    return f"{order.type.value} {order.side.value if order.side else ''} @{order.price:,.2f}".strip()
+
+
+def finish_run(db: Any, session: PaperSession, args: argparse.Namespace, tf_ms: int, status: str) -> None:
+    """Store metrics of the traded part so far beside buy-and-hold on the same candles."""
+    ev = session.engine.events
+    if ev.equity_ts_ms:
+        bpy = bars_per_year(tf_ms)
+        fees = sum(f.fee_quote for f in ev.fills)
+        turnover = sum(f.qty * f.price for f in ev.fills)
+        metrics = compute_metrics(ev.equity_quote, ev.trades, bpy, args.cash, ev.equity_position, fees, turnover)
+        bars = [b for b in load_run_bars(db, session.run_id) if b.ts_ms >= session.trade_from_ms]
+        report = None
+        if len(bars) >= 2:
+            series = BarSeries.from_bars(bars, tf_ms)
+            report = {"buy_and_hold": buy_and_hold_metrics(series, session.engine.config)}
+        update_run_results(db, session.run_id, metrics=metrics, report=report, status=status)
+    else:
+        mark_run(db, session.run_id, status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ccxt").setLevel(logging.WARNING)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: (stop.set(), log.info("stop requested: finishing the current candle")))
+    session: PaperSession | None = None
+    db = None
+    try:
+        if args.max_bars is not None and args.max_bars < 1:
+            raise UsageError("--max-bars must be >= 1")
+        if not args.cash > 0 or args.fee_bps < 0 or args.slippage_bps < 0:
+            raise UsageError("--cash must be positive; --fee-bps and --slippage-bps must be >= 0")
+        try:
+            tf_ms = timeframe_to_ms(args.timeframe)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        db = init_db(args.db)
+        from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream
+
+        client = CcxtCandleClient.connect(args.exchange, args.exchange_url, args.timeout_ms)
+        call_with_retry(lambda: client.check_symbol(args.symbol), what="load_markets", stop_event=stop, logger=log)
+        options = vars(args).copy()
+        options["timeframe_ms"] = tf_ms
+        strategy = make_strategy(args.strategy, options)
+        plan = plan_run(args, db, client, strategy, tf_ms, stop)
+        config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
+                              long_only=args.long_only)
+        if plan.resumed and isinstance(strategy, ScoreReversion):
+            stored = load_model_versions(db, plan.run_id)
+            strategy.preload_folds([(r.checkpoint, r.losses, r.sample_check) for r in stored if r.checkpoint])
+        session = PaperSession(db, plan.run_id, strategy, config, plan.trade_from_ms)
+        mark_run(db, plan.run_id, "running")
+        if plan.resumed:
+            bars = load_run_bars(db, plan.run_id)
+            n = session.replay(bars)
+            log.info("resumed run %s (%s): replayed %d stored candles; continuing from %s", plan.run_id[:8],
+                     args.run_name, n, _iso(plan.since_ms))
+        else:
+            log.info("new run %s (%s): warming up from %s, trading from %s", plan.run_id[:8],
+                     args.run_name or "unnamed", _iso(plan.since_ms), _iso(plan.trade_from_ms))
+        stream = None
+        if args.ws:
+            stale = args.ws_stale_s if args.ws_stale_s is not None else min(120.0, 2 * tf_ms / 1000)
+            stream = CcxtKlineStream(args.exchange, args.symbol, args.timeframe, exchange_url=args.exchange_url,
+                                     timeout_ms=args.timeout_ms, stale_timeout_s=stale)
+        feed = LiveCandleFeed(client, args.symbol, args.timeframe, plan.since_ms, stop_event=stop,
+                              poll_interval_s=args.poll_interval, stream=stream, owns_client=True)
+        live_done = 0
+        warm_done = 0
+        with feed:
+            for bar in feed:
+                outcome = session.process(bar)
+                if not outcome.live:
+                    warm_done += 1
+                    if warm_done % 2000 == 0:
+                        log.info("warm-up: %d candles (at %s)", warm_done, _iso(bar.ts_ms))
+                    continue
+                if not args.quiet:
+                    print(log_line(outcome), flush=True)
+                live_done += 1
+                if args.max_bars is not None and live_done >= args.max_bars:
+                    break
+        session.flush()
+        finish_run(db, session, args, tf_ms, "stopped")
+        log.info("stopped after %d live candles; resume with the same --run-name", live_done)
+        return 0
+    except FeedStopped:
+        if session is not None and db is not None:
+            session.flush()
+            finish_run(db, session, args, timeframe_to_ms(args.timeframe), "stopped")
+        return 0
+    except (UsageError, DataError, StoreError, FatalFeedError, ReplayMismatch, ValueError) as exc:
+        _fail(db, session, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FeedError as exc:
+        _fail(db, session, exc)
+        print(f"error: exchange unavailable: {exc}", file=sys.stderr)
+        return 3
+
+
+def _fail(db: Any, session: PaperSession | None, exc: BaseException) -> None:
+    if db is not None and session is not None:
+        try:
+            session.flush()
+            mark_run(db, session.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception:  # the DB itself may be the problem; the message below still reaches the user
+            pass
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
