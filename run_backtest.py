@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
                               long_only=args.long_only)
         options = vars(args).copy()
+        options["timeframe_ms"] = series.timeframe_ms
         strategy = make_strategy(args.strategy, options)
         params = {k: v for k, v in options.items() if k not in ("json", "db", "verbose")}
         params["config"] = _config_dict(strategy)
