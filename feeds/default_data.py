@@ -36,9 +36,12 @@ def resolve_data(path: str | None, quiet: bool = False, exchange_url: str | None
     cache = default_cache_path()
     try:
         from feeds.download import download_history
+        from feeds.retry import RetryPolicy
 
+        # A machine without internet should fall back within seconds, not minutes of back-off.
+        quick = RetryPolicy(base_delay_s=0.5, max_delay_s=2.0, max_attempts=3, max_elapsed_s=10.0)
         download_history(DEFAULT_EXCHANGE, DEFAULT_SYMBOL, DEFAULT_TIMEFRAME, cache, exchange_url=exchange_url,
-                         progress=not quiet)
+                         progress=not quiet, retry_policy=quick, timeout_ms=5_000)
         return load_bars(cache)
     except Exception as exc:  # an unreachable exchange must not stop the default run
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
