@@ -154,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             if trade_from is not None and trade_from > int(series.ts_ms[-1]):
                 raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
                                 f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))})")
+            if isinstance(strategy, ScoreReversion):
+                strategy.on_fold = FoldProgress(series, strategy)
             result = run_backtest(series, strategy, config, engine=args.engine, trade_from_ms=trade_from)
+            if isinstance(strategy, ScoreReversion):
+                strategy.on_fold.done()
             extra = strategy_report(strategy, series, config, result, trade_from)
             report = {"buy_and_hold": result.buy_and_hold, **extra}
             save_backtest(db, run_id, result.events, result.order_status, result.metrics, report,
@@ -180,6 +184,33 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_human(payload)
     return 0
+
+
+class FoldProgress:
+    """Shows walk-forward training progress on stderr (one updating line on a terminal)."""
+
+    def __init__(self, series: BarSeries, strategy: ScoreReversion) -> None:
+        wf = strategy.config.walk_forward
+        anchor = int(series.ts_ms[0]) + wf.train_ms
+        self.total = max(1, (int(series.ts_ms[-1]) - anchor) // wf.retrain_ms + 1)
+        self.tty = sys.stderr.isatty()
+        self.seconds = 0.0
+        self.count = 0
+
+    def __call__(self, fold: Any, reused: bool) -> None:
+        self.count += 1
+        self.seconds += fold.seconds
+        val = "–" if fold.val_loss is None else f"{fold.val_loss:.3f}"
+        line = (f"fold {self.count}/{self.total} {'reused' if reused else 'trained'}: {fold.steps} steps, "
+                f"val loss {val}, threshold {fold.threshold:.3f}, {self.seconds:.1f}s training so far")
+        if self.tty:
+            print("\r" + line.ljust(100), end="", file=sys.stderr, flush=True)
+        elif self.count == 1 or self.count % 10 == 0 or self.count == self.total:
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and self.count:
+            print(file=sys.stderr)
 
 
 def strategy_report(strategy: Any, series: BarSeries, config: BrokerConfig, result: BacktestResult,
