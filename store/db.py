@@ -33,6 +33,8 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
     sqlite_path = _sqlite_path(url)
     if sqlite_path is not None and (read_only or not create) and not sqlite_path.exists():
         raise StoreError(f"database file not found: {sqlite_path}")
+    if sqlite_path is not None and sqlite_path.is_dir():
+        raise StoreError(f"{sqlite_path} is a directory, not a database file")
     if sqlite_path is not None and not read_only and create:
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -42,15 +44,25 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
         else:
             engine = create_engine(url, connect_args={"timeout": 30} if sqlite_path is not None else {})
     except (ArgumentError, ImportError, ValueError) as exc:
-        raise StoreError(f"bad database URL {url!r}: {exc}") from None
+        raise StoreError(f"bad database URL {_safe(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         _install_sqlite_pragmas(engine, wal=not read_only)
     try:
         _check_or_create_schema(engine, create=create and not read_only)
     except (DatabaseError, OperationalError) as exc:
         engine.dispose()
-        raise StoreError(f"cannot open {url}: {_first_line(exc)}") from None
+        raise StoreError(f"cannot open {_safe(url)}: {_first_line(exc)}") from None
     return engine
+
+
+def _safe(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # unparseable URLs carry no password we could find
+        return url
 
 
 def _sqlite_path(url: str) -> Path | None:

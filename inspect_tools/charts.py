@@ -1,0 +1,157 @@
+"""Plotly figures of a run: price with trades, equity and drawdown against buy-and-hold,
+the signal against its threshold, and per-fold model losses.
+
+Long series are thinned (``curves.thin_indices``) to ``max_points`` per line so the
+page stays quick to open; trade markers are never thinned.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from inspect_tools.curves import thin_indices
+from inspect_tools.report_data import ReportData
+from inspect_tools.timefmt import ms_to_text
+
+GREEN, RED, BLUE, GREY, ORANGE = "#1a9850", "#d73027", "#2166ac", "#7f7f7f", "#f28e2b"
+
+
+def _dates(ts_ms: Sequence[int] | np.ndarray) -> np.ndarray:
+    return np.asarray(ts_ms, dtype="int64").astype("datetime64[ms]")
+
+
+def _line(ts_ms: np.ndarray, values: np.ndarray, max_points: int, **kwargs: Any) -> go.Scatter:
+    keep = thin_indices(values, max_points)
+    return go.Scatter(x=_dates(ts_ms[keep]), y=values[keep], mode="lines", **kwargs)
+
+
+def main_figure(data: ReportData, max_points: int) -> go.Figure:
+    """Price + trades, equity vs buy-and-hold, drawdowns, and the signal (when stored), on one time axis."""
+    has_signal = bool(data.signals)
+    titles = ["Price (close) with entries and exits", "Equity (quote) vs buy-and-hold", "Drawdown"]
+    heights = [0.36, 0.26, 0.16]
+    if has_signal:
+        titles.append("Signal (score) and threshold ±τ")
+        heights.append(0.22)
+    fig = make_subplots(rows=len(titles), cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        subplot_titles=titles, row_heights=heights)
+    ts = data.ts_ms
+    fig.add_trace(_line(ts, data.close, max_points, name="close", line=dict(color=GREY, width=1)), row=1, col=1)
+    for trace in trade_markers(data.trades):
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(_line(ts, data.equity, max_points, name="strategy equity", line=dict(color=BLUE, width=1.5)),
+                  row=2, col=1)
+    if data.benchmark is not None:
+        fig.add_trace(_line(ts, data.benchmark.equity, max_points, name="buy-and-hold equity",
+                            line=dict(color=ORANGE, width=1.2, dash="dash")), row=2, col=1)
+    fig.add_trace(_line(ts, 100.0 * data.drawdown, max_points, name="strategy drawdown %", fill="tozeroy",
+                        line=dict(color=RED, width=1)), row=3, col=1)
+    if data.benchmark is not None:
+        fig.add_trace(_line(ts, 100.0 * data.benchmark.drawdown, max_points, name="buy-and-hold drawdown %",
+                            line=dict(color=ORANGE, width=1, dash="dash")), row=3, col=1)
+    if has_signal:
+        for trace in signal_traces(data.signals, max_points):
+            fig.add_trace(trace, row=4, col=1)
+    fig.update_yaxes(title_text="price", row=1, col=1)
+    fig.update_yaxes(title_text="equity", row=2, col=1)
+    fig.update_yaxes(title_text="%", row=3, col=1)
+    fig.update_layout(template="plotly_white", height=300 * len(titles), hovermode="x unified",
+                      margin=dict(l=60, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.04))
+    return fig
+
+
+def trade_markers(trades: Sequence[dict[str, Any]]) -> list[go.Scatter]:
+    """Entries (▲ long, ▼ short) at the fill open and price; exits (✕) coloured by net P&L."""
+    traces = []
+    for side, symbol, color in (("long", "triangle-up", GREEN), ("short", "triangle-down", RED)):
+        rows = [t for t in trades if t["side"] == side]
+        if rows:
+            traces.append(go.Scatter(
+                x=_dates([t["entry_ts"] for t in rows]), y=[t["entry_price"] for t in rows], mode="markers",
+                name=f"{side} entry", marker=dict(symbol=symbol, size=9, color=color, line=dict(width=0.5)),
+                text=[f"#{t['seq']} {side} entry {ms_to_text(t['entry_ts'])} @ {t['entry_price']:,.2f}" for t in rows],
+                hoverinfo="text"))
+    if trades:
+        traces.append(go.Scatter(
+            x=_dates([t["exit_ts"] for t in trades]), y=[t["exit_price"] for t in trades], mode="markers",
+            name="exit", marker=dict(symbol="x", size=8, color=[GREEN if t["pnl"] > 0 else RED for t in trades]),
+            text=[f"#{t['seq']} exit ({t['exit_reason']}) {ms_to_text(t['exit_ts'])} @ {t['exit_price']:,.2f}, "
+                  f"P&L {t['pnl']:,.2f}" for t in trades], hoverinfo="text"))
+    return traces
+
+
+def signal_traces(signals: Sequence[dict[str, Any]], max_points: int) -> list[go.Scatter]:
+    ts = np.array([s["ts"] for s in signals], dtype=np.int64)
+    sig = np.array([s["signal"] for s in signals], dtype=float)
+    traces = [_line(ts, sig, max_points, name="signal", line=dict(color=BLUE, width=1))]
+    thr = np.array([np.nan if s["threshold"] is None else abs(s["threshold"]) for s in signals], dtype=float)
+    if np.isfinite(thr).any():
+        keep = thin_indices(np.nan_to_num(thr), max_points)
+        for sign, name in ((1.0, "+τ threshold"), (-1.0, "−τ threshold")):
+            traces.append(go.Scatter(x=_dates(ts[keep]), y=sign * thr[keep], mode="lines", name=name,
+                                     line=dict(color=RED, width=1, dash="dot", shape="hv")))
+    unusual = [s["unusualness"] for s in signals]
+    if any(u is not None for u in unusual):
+        u = np.array([np.nan if v is None else v for v in unusual], dtype=float)
+        traces.append(_line(ts, np.nan_to_num(u), max_points, name="unusualness", visible="legendonly",
+                            line=dict(color=GREY, width=1)))
+    return traces
+
+
+def loss_histories(losses: Any) -> dict[str, tuple[list[float], list[float]]]:
+    """{'train': ([step...], [loss...]), ...} from a stored losses JSON, whatever its list shape.
+
+    Accepted per key: [loss, ...], [[step, loss], ...] or [{'step': s, 'loss': l}, ...].
+    Anything else is skipped (the scalar train/val losses are drawn separately).
+    """
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    if not isinstance(losses, dict):
+        return out
+    for key, series in losses.items():
+        if not isinstance(series, list) or not series:
+            continue
+        xs: list[float] = []
+        ys: list[float] = []
+        for i, item in enumerate(series):
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                xs.append(i)
+                ys.append(float(item))
+            elif isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item):
+                xs.append(float(item[0]))
+                ys.append(float(item[1]))
+            elif isinstance(item, dict) and isinstance(item.get("loss"), (int, float)):
+                xs.append(float(item.get("step", i)))
+                ys.append(float(item["loss"]))
+        if ys:
+            out[str(key)] = (xs, ys)
+    return out
+
+
+def losses_figure(folds: Sequence[dict[str, Any]]) -> go.Figure | None:
+    """Final train/val loss per fold, and each fold's loss history when stored."""
+    if not folds:
+        return None
+    histories = [(f["fold_index"], loss_histories(f["losses"])) for f in folds]
+    has_history = any(h for _, h in histories)
+    fig = make_subplots(rows=1, cols=2 if has_history else 1, horizontal_spacing=0.08,
+                        subplot_titles=["Final losses per fold"] + (["Loss history per fold"] if has_history else []))
+    index = [f["fold_index"] for f in folds]
+    for key, name, color in (("train_loss", "train loss", BLUE), ("val_loss", "validation loss", ORANGE)):
+        values = [f[key] for f in folds]
+        if any(v is not None for v in values):
+            fig.add_trace(go.Scatter(x=index, y=values, mode="lines+markers", name=name, line=dict(color=color)),
+                          row=1, col=1)
+    fig.update_xaxes(title_text="fold", row=1, col=1, dtick=1)
+    if has_history:
+        for fold, series in histories:
+            for key, (xs, ys) in series.items():
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"fold {fold} {key}",
+                                         line=dict(width=1, dash="dot" if "val" in key else "solid")), row=1, col=2)
+        fig.update_xaxes(title_text="step", row=1, col=2)
+        if all(y > 0 for _, series in histories for _, ys in series.values() for y in ys):
+            fig.update_yaxes(type="log", row=1, col=2)  # SSM losses can be negative: linear then
+    fig.update_layout(template="plotly_white", height=380, margin=dict(l=60, r=20, t=40, b=40))
+    return fig

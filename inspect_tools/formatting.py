@@ -1,0 +1,134 @@
+"""Turning stored values into short text for terminals and reports (units made explicit).
+
+Conventions of the store: money in quote currency, quantities in base currency,
+``return_pct`` of a trade already in percent, metric fractions (total_return,
+max_drawdown, win_rate, ...) as fractions that are shown as percent.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from inspect_tools.timefmt import ms_to_text
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    label: str
+    kind: str  # a format kind understood by format_value
+
+
+# Order and units of the metrics DESIGN.md asks for; other stored keys follow, formatted plainly.
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("total_return", "Total return", "pct"),
+    MetricSpec("cagr", "CAGR", "pct"),
+    MetricSpec("volatility", "Volatility (ann.)", "pct"),
+    MetricSpec("sharpe", "Sharpe", "ratio"),
+    MetricSpec("sortino", "Sortino", "ratio"),
+    MetricSpec("max_drawdown", "Max drawdown", "pct"),
+    MetricSpec("max_drawdown_days", "Max drawdown duration (days)", "days"),
+    MetricSpec("calmar", "Calmar", "ratio"),
+    MetricSpec("trades", "Trades", "int"),
+    MetricSpec("win_rate", "Win rate", "pct"),
+    MetricSpec("profit_factor", "Profit factor", "ratio"),
+    MetricSpec("avg_trade", "Average trade (quote)", "money"),
+    MetricSpec("avg_trade_pct", "Average trade (%)", "pct100"),
+    MetricSpec("exposure", "Exposure", "pct"),
+    MetricSpec("turnover", "Turnover (× initial cash)", "ratio"),
+    MetricSpec("fees_paid", "Fees paid (quote)", "money"),
+    MetricSpec("final_equity", "Final equity (quote)", "money"),
+    MetricSpec("bars", "Bars", "int"),
+    MetricSpec("max_drawdown_bars", "Max drawdown duration (bars)", "int"),
+)
+_METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+def metric_specs(keys: set[str] | list[str]) -> list[MetricSpec]:
+    """Specs for ``keys``: the known ones in canonical order, then the rest alphabetically."""
+    present = set(keys)
+    known = [m for m in METRICS if m.key in present]
+    extra = sorted(present - set(_METRIC_BY_KEY))
+    return known + [MetricSpec(k, k, "auto") for k in extra]
+
+
+def metric_kind(key: str) -> str:
+    """The format kind of a known metric name, else 'auto'."""
+    spec = _METRIC_BY_KEY.get(key)
+    return spec.kind if spec is not None else "auto"
+
+
+def format_value(kind: str, value: Any) -> str:
+    """One cell. Kinds: text, raw (as stored, JSON), int, money, price, qty, pct (fraction), pct100,
+    ratio, days, signal, fraction, time, auto."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if kind == "text" or isinstance(value, str):
+        return str(value)
+    if kind == "raw":
+        return json.dumps(value, default=str)
+    if kind == "time":
+        return ms_to_text(value)
+    if not isinstance(value, (int, float)):
+        return _compact(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    if kind == "price":
+        return f"{value:,.2f}"
+    if kind == "qty":
+        return f"{value:,.6f}"
+    if kind == "pct":
+        return f"{100.0 * value:,.2f} %"
+    if kind == "pct100":
+        return f"{value:,.2f} %"
+    if kind in ("ratio", "fraction"):
+        return f"{value:,.2f}"
+    if kind == "days":
+        return f"{value:,.1f}"
+    if kind == "signal":
+        return f"{value:+.3f}"
+    return _auto_number(value)
+
+
+def _auto_number(value: int | float) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value == 0 or 1e-3 <= abs(value) < 1e7:
+        return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.2f}"
+    return f"{value:.3e}"
+
+
+def _compact(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, separators=(",", ":"), default=str, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dict → [('a.b', value), ...] in key order, for parameter listings."""
+    out: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.extend(flatten(value, name + "."))
+        else:
+            out.append((name, value))
+    return out
+
+
+def short_id(run_id: str) -> str:
+    return run_id[:8]
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """A run's name, or its short id when it has none."""
+    return run.get("name") or short_id(run["id"])
