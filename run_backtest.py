@@ -256,7 +256,8 @@ def print_human(payload: dict[str, Any]) -> None:
     for name, metrics in payload.get("baselines", {}).items():
         if name != "buy_and_hold":
             columns[name] = metrics
-    title = f"{payload['data']['source']} — out of sample, fee {payload['fee_bps']:g} bps per fill"
+    span = "out-of-sample bars, " if payload.get("folds") is not None else ""
+    title = f"{payload['data']['source']} — {span}fee {payload['fee_bps']:g} bps per fill"
     console.print(metrics_table(columns, title=title))
     if payload.get("without_fees"):
         nf = {k.replace("buy_and_hold", "buy & hold"): v for k, v in payload["without_fees"].items()}

@@ -6,38 +6,10 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.table import Table
 
-METRIC_ROWS: list[tuple[str, str, str]] = [
-    ("total_return", "Total return", "pct"),
-    ("cagr", "CAGR", "pct"),
-    ("volatility", "Volatility (ann.)", "pct"),
-    ("sharpe", "Sharpe", "num"),
-    ("sortino", "Sortino", "num"),
-    ("max_drawdown", "Max drawdown", "pct"),
-    ("max_drawdown_days", "Max DD duration (days)", "num1"),
-    ("calmar", "Calmar", "num"),
-    ("trades", "Trades", "int"),
-    ("win_rate", "Win rate", "pct"),
-    ("profit_factor", "Profit factor", "num"),
-    ("avg_trade_pct", "Avg trade (%)", "num"),
-    ("exposure", "Exposure", "pct"),
-    ("turnover", "Turnover (× cash)", "num1"),
-    ("fees_paid", "Fees paid", "money"),
-    ("final_equity", "Final equity", "money"),
-]
+from inspect_tools.formatting import METRICS, format_value
 
-
-def fmt_value(value: Any, kind: str) -> str:
-    if value is None:
-        return "–"
-    if kind == "pct":
-        return f"{100 * value:,.2f} %"
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "money":
-        return f"{value:,.2f}"
-    if kind == "num1":
-        return f"{value:,.1f}"
-    return f"{value:,.3f}"
+# One list of metric labels and units for every terminal table (shared with inspect_trades.py).
+SHOWN_METRICS = [m for m in METRICS if m.key not in ("bars", "max_drawdown_bars")]
 
 
 def metrics_table(columns: Mapping[str, Mapping[str, Any]], title: str | None = None) -> Table:
@@ -46,10 +18,10 @@ def metrics_table(columns: Mapping[str, Mapping[str, Any]], title: str | None = 
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
-    for key, label, kind in METRIC_ROWS:
-        if not any(key in m for m in columns.values()):
+    for spec in SHOWN_METRICS:
+        if not any(spec.key in m for m in columns.values()):
             continue
-        table.add_row(label, *(fmt_value(m.get(key), kind) for m in columns.values()))
+        table.add_row(spec.label, *(format_value(spec.kind, m.get(spec.key)) for m in columns.values()))
     return table
 
 
@@ -62,7 +34,7 @@ def rows_table(rows: list[Mapping[str, Any]], title: str | None = None, formats:
     for key in rows[0]:
         table.add_column(key, justify="right" if isinstance(rows[0][key], (int, float)) else "left")
     for row in rows:
-        table.add_row(*(fmt_value(row[k], formats[k]) if k in formats else _cell(row[k]) for k in rows[0]))
+        table.add_row(*(format_value(formats[k], row[k]) if k in formats else _cell(row[k]) for k in rows[0]))
     return table
 
 
