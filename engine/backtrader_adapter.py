@@ -44,7 +44,9 @@ strategies): several market orders decided at one close are sized with a cash fi
 projected by this adapter rather than backtrader's; when two or more sized stop/limit
 orders fill on the same bar, the later one's size and long-only cap are fixed when it
 is sent, not at its fill; backtrader rejects (status ``rejected``) a stop/limit buy
-that needs more cash than the account has, where our engine lets cash go negative.
+that needs more cash than the account has, where our engine lets cash go negative;
+a target order smaller than 1e-12 base units (a drained account) is sent here, while
+``engine.broker`` treats it as a no-op.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ from engine.types import Bar, Fill, Order, OrderType, Side, SignalPoint
 from feeds.series import BarSeries
 from strategies.base import Strategy
 
-_QTY_EPS = 1e-12  # as engine.broker: a target within this (relative) of the position is a no-op
+_QTY_EPS = 1e-12  # a target within this fraction of the position (or of itself) is a no-op
 _EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal(): backtrader's date numbers are ordinal days
 _MS_PER_DAY = 86_400_000
 
@@ -136,7 +138,7 @@ def run_in_backtrader(strategy: Strategy, series: BarSeries, config: BrokerConfi
     broker.set_checksubmit(False)
     broker.set_shortcash(True)
     if config.slippage_bps:
-        broker.set_slippage_perc(config.slippage_bps / 10_000.0, slip_open=True, slip_limit=True,
+        broker.set_slippage_perc(config.slippage_bps / 10_000.0, slip_open=True, slip_limit=False,
                                  slip_match=True, slip_out=True)
     ts = series.ts_ms.astype("float64") / _MS_PER_DAY + _EPOCH_ORDINAL
     columns = (ts.tolist(), series.open.tolist(), series.high.tolist(), series.low.tolist(),
@@ -287,8 +289,11 @@ class BacktraderContext:
         broker = self._bt.broker
         i = len(self._bt.data) - 1
         if self._sent:  # stop/limit orders that did not fill are re-sent on the next bar
-            for bt_order, _ in self._sent.values():
+            for bt_order, order in self._sent.values():
                 broker.cancel(bt_order)
+                if order.type is OrderType.MARKET:  # always fills at the open in our engine
+                    self.events.order_status[order.client_id] = "rejected"
+                    self.events.rejected_orders += 1
             self._sent = {}
         if self._priced:
             self._housekeep()
@@ -312,13 +317,15 @@ class BacktraderContext:
         if status == bt.Order.Completed:
             _, order = self._sent.pop(bt_order.ref)
             i = len(self._bt.data) - 1
-            ex = bt_order.executed
-            side = Side.BUY if ex.size > 0 else Side.SELL
-            fill = Fill(order.client_id, self._ts[i], side, abs(ex.size), ex.price, ex.comm, order.reason)
-            self.events.fills.append(fill)
-            trade = self._book.apply(fill, i)
-            if trade is not None:
-                self.events.trades.append(trade)
+            # One fill per execution bit: ``executed.price`` is re-averaged as
+            # (size·price)/size, which can move the price by an ulp.
+            for bit in bt_order.executed.exbits:
+                side = Side.BUY if bit.size > 0 else Side.SELL
+                fill = Fill(order.client_id, self._ts[i], side, abs(bit.size), bit.price, bit.comm, order.reason)
+                self.events.fills.append(fill)
+                trade = self._book.apply(fill, i)
+                if trade is not None:
+                    self.events.trades.append(trade)
             self.events.order_status[order.client_id] = "filled"
             if order.type is not OrderType.MARKET:
                 self._priced.remove(order)
@@ -448,8 +455,11 @@ class BacktraderContext:
             target = fraction * (cash + pos * raw_open) / (raw_open * (1.0 + rate))
             side = Side.BUY if target > pos else Side.SELL
             price = self._slipped(raw_open, side)
-            delta = fraction * (cash + pos * price) / (price * (1.0 + rate)) - pos
-            if abs(delta) <= _QTY_EPS * max(1.0, abs(pos)):
+            target = fraction * (cash + pos * price) / (price * (1.0 + rate))
+            delta = target - pos
+            # Relative only (DESIGN.md sets no minimum size). engine.broker also treats any
+            # |delta| <= 1e-12 base units as a no-op, so the two differ on dust-sized orders.
+            if abs(delta) <= _QTY_EPS * max(abs(target), abs(pos)):
                 return None
             qty = abs(delta)
         if self.config.long_only and side is Side.SELL and qty > pos * (1.0 + _QTY_EPS):

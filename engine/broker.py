@@ -145,8 +145,10 @@ class SimulatedBroker:
             # from flat spends exactly the cash, fee included.
             side = Side.BUY if self._target_qty(order.target_fraction, raw_price) > pos else Side.SELL
             price = self._exec_price(order, raw_price, side)
-            delta = self._target_qty(order.target_fraction, price) - pos
-            if abs(delta) <= _QTY_EPS * max(1.0, abs(pos)) or (delta > 0) != (side is Side.BUY):
+            target = self._target_qty(order.target_fraction, price)
+            delta = target - pos
+            # Relative test only: an account worth 1e-8 still trades (no minimum size in DESIGN.md).
+            if abs(delta) <= _QTY_EPS * max(abs(target), abs(pos)) or (delta > 0) != (side is Side.BUY):
                 return None  # nothing to do, or slippage flipped the direction: never trade away from target
             qty = abs(delta)
         price = self._exec_price(order, raw_price, side)

@@ -12,6 +12,7 @@ is recorded. This is how a paper run's history and ``--trade-from`` work.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -65,8 +66,15 @@ class Engine:
         """Feed every bar, then stop the strategy. Returns the run's events."""
         self.begin()
         step = self.step
-        for bar in bars:
-            step(bar)
+        old_threshold = gc.get_threshold()
+        # The loop makes many small acyclic objects; frequent young-generation collections
+        # only cost time (about 1/3 of the loop on 1M bars), so collect far less often.
+        gc.set_threshold(100_000, 50, 100)
+        try:
+            for bar in bars:
+                step(bar)
+        finally:
+            gc.set_threshold(*old_threshold)
         self.end()
         return self.events
 

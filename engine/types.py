@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """One OHLCV candle. Prices in quote currency, volume in base currency."""
+class Bar(NamedTuple):
+    """One OHLCV candle. Prices in quote currency, volume in base currency.
+
+    A NamedTuple rather than a dataclass: one is made per bar, and tuples of plain
+    numbers are cheaper to create and drop out of the garbage collector's tracking.
+    """
 
     ts_ms: int
     open: float
@@ -115,9 +119,11 @@ class EquityPoint:
     equity_quote: float
 
 
-@dataclass(frozen=True, slots=True)
-class SignalPoint:
-    """What a strategy saw at a bar's close: its signal, threshold and an unusualness measure."""
+class SignalPoint(NamedTuple):
+    """What a strategy saw at a bar's close: its signal, threshold and an unusualness measure.
+
+    A NamedTuple for the same per-bar cost reason as :class:`Bar`.
+    """
 
     ts_ms: int
     signal: float

@@ -71,10 +71,12 @@ class BarSeries:
 
     def iter_bars(self) -> Iterator[Bar]:
         """Yield Bar objects one at a time, as a live feed would."""
-        cols = (self.ts_ms.tolist(), self.open.tolist(), self.high.tolist(), self.low.tolist(),
-                self.close.tolist(), self.volume.tolist())
-        for ts, o, h, l, c, v in zip(*cols):
-            yield Bar(ts, o, h, l, c, v)
+        chunk = 65_536  # convert to Python floats in chunks: bounded memory, still fast
+        for start in range(0, len(self), chunk):
+            end = start + chunk
+            cols = (self.ts_ms[start:end].tolist(), self.open[start:end].tolist(), self.high[start:end].tolist(),
+                    self.low[start:end].tolist(), self.close[start:end].tolist(), self.volume[start:end].tolist())
+            yield from map(Bar, *cols)
 
     def between(self, start_ms: int | None = None, end_ms: int | None = None) -> "BarSeries":
         """Bars with start_ms <= ts_ms < end_ms."""
