@@ -63,9 +63,20 @@ class SimulatedBroker:
 
     def process(self, bar: Bar, bar_index: int) -> tuple[list[Fill], list[Trade]]:
         """Fill what bar ``bar`` triggers; return the fills and any trades they closed."""
+        pending = self.pending
+        if len(pending) == 1 and pending[0].type is OrderType.MARKET:  # the common case, kept cheap
+            order = pending[0]
+            self.pending = []
+            fill = self._make_fill(order, bar, bar.open)
+            if fill is None:
+                self.status[order.client_id] = "cancelled"
+                return [], []
+            self.status[order.client_id] = "filled"
+            trade = self.portfolio.apply(fill, bar_index)
+            return [fill], ([] if trade is None else [trade])
         fills: list[Fill] = []
         trades: list[Trade] = []
-        ordered = sorted(self.pending, key=_priority)
+        ordered = sorted(pending, key=_priority)
         self.pending = []
         cancelled_groups: set[str] = set()
         still_pending: list[Order] = []

@@ -58,6 +58,13 @@ class Engine:
         self.trading = trade_from_ms is None
         self._order_prefix = order_prefix
         self._order_seq = 0
+        self._last_ts = -(2**63)
+        # Bound appends of the equity columns: the per-bar mark is the hottest code in a run.
+        ev = self.events
+        self._mark_ts, self._mark_cash = ev.equity_ts_ms.append, ev.equity_cash.append
+        self._mark_position, self._mark_close = ev.equity_position.append, ev.equity_close.append
+        self._mark_equity = ev.equity_quote.append
+        self._add_signal = ev.signals.append
         self._started = False
         self._stopped = False
 
@@ -92,28 +99,28 @@ class Engine:
 
     def step(self, bar: Bar) -> None:
         """Process one closed bar: fills, then the strategy's decision, then the mark."""
-        prev = self.bar
-        if prev is not None and bar.ts_ms <= prev.ts_ms:
-            raise DataError(f"bars out of order: {bar.ts_ms} after {prev.ts_ms}")
+        ts = bar.ts_ms
+        if ts <= self._last_ts:
+            raise DataError(f"bars out of order: {ts} after {self._last_ts}")
+        self._last_ts = ts
         self.bar_index += 1
-        broker = self.broker
-        if broker.pending:
-            fills, trades = broker.process(bar, self.bar_index)
+        if self.broker.pending:
+            fills, trades = self.broker.process(bar, self.bar_index)
             if fills:
                 self.events.fills.extend(fills)
                 self.events.trades.extend(trades)
         self.bar = bar
-        if not self.trading and bar.ts_ms >= self.trade_from_ms:  # type: ignore[operator]
+        if not self.trading and ts >= self.trade_from_ms:  # type: ignore[operator]
             self.trading = True
         self.strategy.on_bar(bar, self)
         if self.trading:
-            ev = self.events
             pf = self.portfolio
-            ev.equity_ts_ms.append(bar.ts_ms)
-            ev.equity_cash.append(pf.cash_quote)
-            ev.equity_position.append(pf.position_qty)
-            ev.equity_close.append(bar.close)
-            ev.equity_quote.append(pf.cash_quote + pf.position_qty * bar.close)
+            cash, qty, close = pf.cash_quote, pf.position_qty, bar.close
+            self._mark_ts(ts)
+            self._mark_cash(cash)
+            self._mark_position(qty)
+            self._mark_close(close)
+            self._mark_equity(cash + qty * close)
 
     # ---- the strategy's view (ctx) -------------------------------------------------------
     @property
@@ -179,8 +186,7 @@ class Engine:
                       unusualness: float | None = None, model_version: int | None = None) -> None:
         """Store what the strategy saw at this close (for reports and audits)."""
         if self.trading:
-            assert self.bar is not None
-            self.events.signals.append(SignalPoint(self.bar.ts_ms, signal, threshold, unusualness, model_version))
+            self._add_signal(SignalPoint(self._last_ts, signal, threshold, unusualness, model_version))
 
     def _priced(self, type_: OrderType, side: Side, price: float, reason: str, qty: float | None,
                 oco_group: str | None, info: dict) -> Order | None:

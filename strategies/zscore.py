@@ -10,7 +10,6 @@ flat for at least one close, because the decision sees the position only.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 from engine.types import Bar
@@ -28,42 +27,49 @@ class ZScoreConfig:
 class RollingZScore:
     """O(1) rolling z-score of a stream of values (population std).
 
-    Running sums are recomputed exactly every ``window`` updates, so rounding
-    error cannot accumulate over millions of bars.
+    A fixed ring buffer with running sums; the sums are recomputed exactly
+    (math.fsum) every ``window`` updates, so rounding error cannot accumulate
+    over millions of bars.
     """
 
-    __slots__ = ("window", "_values", "_sum", "_sumsq", "_since_exact")
+    __slots__ = ("window", "_ring", "_pos", "_count", "_sum", "_sumsq", "_since_exact")
 
     def __init__(self, window: int) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2, got {window}")
         self.window = window
-        self._values: deque[float] = deque()
+        self._ring = [0.0] * window
+        self._pos = 0
+        self._count = 0
         self._sum = 0.0
         self._sumsq = 0.0
         self._since_exact = 0
 
     def update(self, value: float) -> float | None:
         """Add ``value``; return its z-score once the window is full, else None."""
-        values = self._values
-        values.append(value)
-        self._sum += value
-        self._sumsq += value * value
-        n = len(values)
-        if n > self.window:
-            old = values.popleft()
-            self._sum -= old
-            self._sumsq -= old * old
-            n -= 1
-        elif n < self.window:
-            return None
-        self._since_exact += 1
-        if self._since_exact >= self.window:
-            self._since_exact = 0
-            self._sum = math.fsum(values)
-            self._sumsq = math.fsum(v * v for v in values)
-        mean = self._sum / n
-        var = self._sumsq / n - mean * mean
+        ring, pos, n = self._ring, self._pos, self.window
+        old = ring[pos]
+        ring[pos] = value
+        self._pos = pos + 1 if pos + 1 < n else 0
+        if self._count < n:
+            self._count += 1
+            self._sum += value
+            self._sumsq += value * value
+            if self._count < n:
+                return None
+            total, total_sq = self._sum, self._sumsq
+        else:
+            total = self._sum + value - old
+            total_sq = self._sumsq + value * value - old * old
+        since = self._since_exact + 1
+        if since >= n:
+            since = 0
+            total = math.fsum(ring)
+            total_sq = math.fsum(v * v for v in ring)
+        self._since_exact = since
+        self._sum, self._sumsq = total, total_sq
+        mean = total / n
+        var = total_sq / n - mean * mean
         if var <= 0.0:
             return 0.0
         return (value - mean) / math.sqrt(var)
