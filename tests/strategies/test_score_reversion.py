@@ -148,3 +148,22 @@ def test_unusual_gate_only_removes_entries(series: BarSeries, baseline) -> None:
     for o in engine2.events.orders:
         if o.reason == "entry":
             assert unusual[o.created_ts_ms] <= 0.5
+
+
+def test_same_strategy_in_backtrader_makes_identical_trades(series: BarSeries, baseline) -> None:
+    """The score strategy (with its resting stop orders) through backtrader's Cerebro, folds reused."""
+    from engine.backtrader_adapter import run_in_backtrader
+
+    strategy, _ = baseline
+    tight = tiny_config(stop_loss_pct=0.5)  # a tight stop, so resting stop orders really fill
+    native_run = Engine(ScoreReversion(tight, fold_cache=strategy.fold_cache), BrokerConfig())
+    native = native_run.run(series.iter_bars())
+    bt = run_in_backtrader(ScoreReversion(tight, fold_cache=strategy.fold_cache), series, BrokerConfig())
+    reasons = {t.exit_reason for t in native.trades}
+    assert {"stop", "signal"} <= reasons
+    assert [(t.side, t.entry_ts_ms, t.exit_ts_ms, t.exit_reason) for t in bt.trades] == \
+        [(t.side, t.entry_ts_ms, t.exit_ts_ms, t.exit_reason) for t in native.trades]
+    for a, b in zip(bt.fills, native.fills):
+        assert (a.ts_ms, a.side, a.reason) == (b.ts_ms, b.side, b.reason)
+        assert a.qty == pytest.approx(b.qty, rel=1e-9) and a.price == pytest.approx(b.price, rel=1e-12)
+    assert bt.equity_quote[-1] == pytest.approx(native.equity_quote[-1], rel=1e-9)
