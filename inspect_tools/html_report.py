@@ -42,9 +42,6 @@ def render_html(data: ReportData, max_points: int) -> str:
     parts.append(_kv_table("Run", _run_pairs(run, data.counts)))
     parts.append(_metrics_table(run))
     parts.append("</div>")
-    params = parameter_pairs(run["params"])
-    if params:
-        parts.append(_kv_table("Parameters", [(k, format_value("raw", v)) for k, v in params]))
     parts.append("<h2>Charts</h2>")
     plotly_config = {"displaylogo": False, "responsive": True}
     if data.has_equity:
@@ -70,6 +67,9 @@ def render_html(data: ReportData, max_points: int) -> str:
         parts.append("<h2>Report extras</h2>")
         parts.extend(_extra(key, value) for key, value in extras.items())
     parts.append(_trades_section(data.trades))
+    params = parameter_pairs(run["params"])  # long and rarely read: last, after what a person looks for first
+    if params:
+        parts.append(_kv_table("Parameters", [(k, format_value("raw", v)) for k, v in params]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
