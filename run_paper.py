@@ -114,6 +114,14 @@ def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_m
             diff = ", ".join(f"{k}: stored {actual[k]!r} vs given {expected[k]!r}" for k in expected
                              if actual[k] != expected[k])
             raise UsageError(f"run {args.run_name!r} exists with other settings ({diff}); use another --run-name")
+        stored, given = existing.params or {}, _money_and_model_settings(args, strategy)
+        changed = [f"{k}: stored {stored.get(k)!r} vs given {v!r}" for k, v in given.items()
+                   if k in stored and stored.get(k) != v]
+        if existing.initial_cash != args.cash:
+            changed.insert(0, f"cash: stored {existing.initial_cash!r} vs given {args.cash!r}")
+        if changed:
+            raise UsageError(f"run {args.run_name!r} was started with other settings ({'; '.join(changed)}); "
+                             "resume it with the same options or use another --run-name")
         since = (existing.last_bar_ts + tf_ms) if existing.last_bar_ts is not None \
             else int(existing.params.get("history_from_ts"))
         return RunPlan(existing.id, int(existing.trade_from_ts), since, True)
@@ -131,6 +139,17 @@ def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_m
                                     timeframe=args.timeframe, data_source=_source(args),
                                     trade_from_ts=trade_from))
     return RunPlan(run_id, trade_from, since, False)
+
+
+def _money_and_model_settings(args: argparse.Namespace, strategy: Any) -> dict[str, Any]:
+    """Settings a resumed run must keep: they change fills or decisions of candles already stored."""
+    cfg = getattr(strategy, "config", None)
+    settings: dict[str, Any] = {"fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
+                                "long_only": args.long_only,
+                                "config": cfg.to_dict() if hasattr(cfg, "to_dict") else None}
+    if args.warmup_bars is not None:
+        settings["warmup_bars"] = args.warmup_bars
+    return settings
 
 
 def _source(args: argparse.Namespace) -> str:

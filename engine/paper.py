@@ -23,7 +23,8 @@ from sqlalchemy import Engine as DbEngine
 from engine.broker import BrokerConfig
 from engine.loop import Engine
 from engine.types import Bar, Order
-from store.repository import (BarCommit, ModelVersionRecord, commit_bars, count_rows, stored_fold_indexes)
+from store.repository import (BarCommit, ModelVersionRecord, commit_bars, count_rows, last_stored_state,
+                              stored_fold_indexes)
 from strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,16 @@ class PaperSession:
         replayed = {"orders": len(ev.orders), "fills": len(ev.fills), "trades": len(ev.trades),
                     "equity": len(ev.equity_ts_ms)}
         diff = {k: (stored[k], v) for k, v in replayed.items() if stored[k] != v}
+        last = last_stored_state(self.db, self.run_id)
+        if not diff and ev.equity_ts_ms and last.get("equity") is not None:
+            mine = (ev.equity_ts_ms[-1], ev.equity_cash[-1], ev.equity_position[-1], ev.equity_quote[-1])
+            if mine != last["equity"]:
+                diff["last equity (ts, cash, position, equity)"] = (last["equity"], mine)
+        if not diff and ev.fills and last.get("fill") is not None:
+            f = ev.fills[-1]
+            mine_fill = (f.ts_ms, f.qty, f.price, f.fee_quote)
+            if mine_fill != last["fill"]:
+                diff["last fill (ts, qty, price, fee)"] = (last["fill"], mine_fill)
         if diff:
             raise ReplayMismatch("replaying the stored candles does not reproduce the stored run "
                                  f"(table: stored vs replayed {diff}); was the code or a setting changed? "

@@ -169,6 +169,16 @@ def _write_bar_change(session: Session, run_id: str, change: BarCommit) -> None:
         session.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
 
 
+def last_stored_state(engine: Engine, run_id: str) -> dict[str, tuple | None]:
+    """The newest equity row (ts, cash, position, equity) and fill (ts, qty, price, fee) of a run."""
+    with Session(engine) as session:
+        eq = session.execute(select(EquityRow.ts, EquityRow.cash, EquityRow.position, EquityRow.equity)
+                             .where(EquityRow.run_id == run_id).order_by(EquityRow.ts.desc()).limit(1)).first()
+        fill = session.execute(select(FillRow.ts, FillRow.qty, FillRow.price, FillRow.fee)
+                               .where(FillRow.run_id == run_id).order_by(FillRow.id.desc()).limit(1)).first()
+    return {"equity": tuple(eq) if eq else None, "fill": tuple(fill) if fill else None}
+
+
 def stored_fold_indexes(engine: Engine, run_id: str) -> set[int]:
     with Session(engine) as session:
         return set(session.scalars(select(ModelVersionRow.fold_index).where(ModelVersionRow.run_id == run_id)))
