@@ -154,9 +154,10 @@ class SimulatedBroker:
             # Direction from the raw price, then size at the executed price:
             # target = f × equity / (price × (1 + fee)), so an all-in entry
             # from flat spends exactly the cash, fee included.
-            side = Side.BUY if self._target_qty(order.target_fraction, raw_price) > pos else Side.SELL
+            raw_target = self._target_qty(order.target_fraction, raw_price)
+            side = Side.BUY if raw_target > pos else Side.SELL
             price = self._exec_price(order, raw_price, side)
-            target = self._target_qty(order.target_fraction, price)
+            target = raw_target if price == raw_price else self._target_qty(order.target_fraction, price)
             delta = target - pos
             # Relative test only: an account worth 1e-8 still trades (no minimum size in DESIGN.md).
             if abs(delta) <= _QTY_EPS * max(abs(target), abs(pos)) or (delta > 0) != (side is Side.BUY):

@@ -12,6 +12,7 @@ is recorded. This is how a paper run's history and ``--trade-from`` work.
 """
 from __future__ import annotations
 
+import functools
 import gc
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -21,6 +22,10 @@ from engine.portfolio import Portfolio
 from engine.types import Bar, EquityPoint, Fill, Order, OrderType, Side, SignalPoint, Trade
 from feeds.validation import DataError
 from strategies.base import Strategy
+
+
+# SignalPoint from a plain tuple via tuple.__new__ (a C call): one is made per bar.
+_new_signal = functools.partial(tuple.__new__, SignalPoint)
 
 
 @dataclass
@@ -186,7 +191,7 @@ class Engine:
                       unusualness: float | None = None, model_version: int | None = None) -> None:
         """Store what the strategy saw at this close (for reports and audits)."""
         if self.trading:
-            self._add_signal(SignalPoint(self._last_ts, signal, threshold, unusualness, model_version))
+            self._add_signal(_new_signal((self._last_ts, signal, threshold, unusualness, model_version)))
 
     def _priced(self, type_: OrderType, side: Side, price: float, reason: str, qty: float | None,
                 oco_group: str | None, info: dict) -> Order | None:

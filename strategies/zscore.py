@@ -80,6 +80,8 @@ class ZScoreReversion(Strategy):
 
     def __init__(self, config: ZScoreConfig = ZScoreConfig()) -> None:
         self.config = config
+        # Config fields copied to attributes: read once per bar in the hot loop.
+        self._entry_z, self._exit_z, self._long_only = config.entry_z, config.exit_z, config.long_only
         self._z = RollingZScore(config.window)
         self._prev_close: float | None = None
 
@@ -88,23 +90,24 @@ class ZScoreReversion(Strategy):
         self._prev_close = None
 
     def on_bar(self, bar: Bar, ctx: Context) -> None:
+        close = bar.close
         prev = self._prev_close
-        self._prev_close = bar.close
+        self._prev_close = close
         if prev is None:
             return
-        z = self._z.update(math.log(bar.close / prev))
+        z = self._z.update(math.log(close / prev))
         if z is None:
             return
-        ctx.record_signal(z, self.config.entry_z)
+        entry_z, exit_z = self._entry_z, self._exit_z
+        ctx.record_signal(z, entry_z)
         pos = ctx.position_qty
-        cfg = self.config
         if pos == 0.0:
-            if z < -cfg.entry_z:
-                ctx.target_percent(1.0, "entry", signal=z, threshold=-cfg.entry_z)
-            elif z > cfg.entry_z and not cfg.long_only:
-                ctx.target_percent(-1.0, "entry", signal=z, threshold=cfg.entry_z)
+            if z < -entry_z:
+                ctx.target_percent(1.0, "entry", signal=z, threshold=-entry_z)
+            elif z > entry_z and not self._long_only:
+                ctx.target_percent(-1.0, "entry", signal=z, threshold=entry_z)
         elif pos > 0.0:
-            if z > cfg.exit_z:
-                ctx.close("signal", signal=z, threshold=cfg.exit_z)
-        elif z < -cfg.exit_z:
-            ctx.close("signal", signal=z, threshold=-cfg.exit_z)
+            if z > exit_z:
+                ctx.close("signal", signal=z, threshold=exit_z)
+        elif z < -exit_z:
+            ctx.close("signal", signal=z, threshold=-exit_z)
