@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from engine.loop import EngineEvents
 from engine.types import Bar, Fill, Order, SignalPoint, Trade
+from models.records import ModelVersionRecord
 from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
                           TradeRow)
 from store.provenance import code_version, utc_now_iso
@@ -39,28 +40,6 @@ class RunSpec:
     data_source: str | None = None
     data_hash: str | None = None
     trade_from_ts: int | None = None
-
-
-@dataclass(frozen=True)
-class ModelVersionRecord:
-    """One walk-forward fold's trained model, as stored."""
-
-    fold_index: int
-    train_start_ts: int
-    train_end_ts: int
-    trade_start_ts: int | None
-    trade_end_ts: int | None
-    objective: str
-    seed: int
-    threshold: float | None
-    train_loss: float | None
-    val_loss: float | None
-    steps: int | None
-    train_seconds: float | None
-    config: dict[str, Any]
-    losses: dict[str, Any] | None
-    sample_check: dict[str, Any] | None
-    checkpoint: bytes | None
 
 
 def create_run(engine: Engine, spec: RunSpec) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from engine.types import Bar, Side
 from models.features import FeatureSpec, IncrementalFeatures
 from models.walk_forward import FoldModel, WalkForwardConfig, fit_fold, fold_from_checkpoint
-from store.repository import ModelVersionRecord
+from models.records import ModelVersionRecord
 from strategies.base import Context, Strategy
 
 log = logging.getLogger(__name__)
