@@ -91,7 +91,7 @@ class LiveCandleFeed(Iterator[Bar]):
     def __init__(self, client: CandleSource, symbol: str, timeframe: str, since_ms: int, *,
                  stop_event: threading.Event | None = None, poll_interval_s: float = 10.0,
                  min_wait_s: float = 0.02, post_close_delay_s: float = 0.25, page_limit: int = 1000,
-                 retry_policy: RetryPolicy | None = None, gap_refetches: int = 2,
+                 retry_policy: RetryPolicy | None = None, gap_refetches: int = 2, gap_min_wait_s: float = 5.0,
                  stream: KlineStream | None = None, ws_grace_ms: int = 5_000,
                  on_candle: Callable[[Bar, CandleTiming], None] | None = None,
                  sleep: Callable[[float], object] | None = None, owns_client: bool = False) -> None:
@@ -109,10 +109,11 @@ class LiveCandleFeed(Iterator[Bar]):
         self.post_close_delay_s, self.page_limit = post_close_delay_s, page_limit
         self.retry_policy = retry_policy or LIVE_RETRY_POLICY
         self.gap_refetches, self.ws_grace_ms = gap_refetches, ws_grace_ms
+        self.gap_min_wait_s = gap_min_wait_s
         self.stream, self.on_candle, self._sleep = stream, on_candle, sleep
         self._owns_client = owns_client
         self._pending: deque[tuple[Bar, CandleTiming]] = deque()
-        self._hole_seen: dict[int, int] = {}
+        self._hole_seen: dict[int, tuple[int, float]] = {}  # open ts -> (re-fetches, first seen)
         self._symbol_checked = False
         self._stream_started = False
         self._caught_up = False  # ws mode: REST back-fill done since the last (re)connect
@@ -201,9 +202,12 @@ class LiveCandleFeed(Iterator[Bar]):
             return self.poll_interval_s
         first = bars[0].ts_ms
         if first > self.next_ts_ms:
-            seen = self._hole_seen.get(self.next_ts_ms, 0) + 1
-            self._hole_seen[self.next_ts_ms] = seen
-            if seen <= self.gap_refetches:
+            seen, since = self._hole_seen.get(self.next_ts_ms, (0, time.monotonic()))
+            seen += 1
+            self._hole_seen[self.next_ts_ms] = (seen, since)
+            # Skip only after several re-fetches AND some wall time: a glitch of a fraction of a
+            # second must not become a permanent gap (and a backtest/paper mismatch).
+            if seen <= self.gap_refetches or time.monotonic() - since < self.gap_min_wait_s:
                 log.info("%s %s: candle %d missing while later ones exist; re-fetching (%d/%d)",
                          self.symbol, self.timeframe, self.next_ts_ms, seen, self.gap_refetches)
                 return self.poll_interval_s
