@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             trade_from = out_of_sample_start(strategy, series, trade_from)
             if trade_from is not None and trade_from > int(series.ts_ms[-1]):
                 raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
-                                f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))})")
+                                f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))}); "
+                                "load more history or use a shorter --train-days")
             if isinstance(strategy, ScoreReversion):
                 strategy.on_fold = FoldProgress(series, strategy)
             result = run_backtest(series, strategy, config, engine=args.engine, trade_from_ms=trade_from)
