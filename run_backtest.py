@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
     except (UsageError, DataError, StoreError, ValueError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted; the run is marked failed")
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: keep the message short, the traceback only with -v
         if args.verbose:
             traceback.print_exc()
-        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     payload = result_payload(run_id, args, series, result, extra)
     if args.json:
