@@ -1,0 +1,93 @@
+"""run_backtest.py as a user meets it: --json contract, stored runs, one-line errors, nothing half-written."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import run_backtest
+from feeds.synthetic import synthetic_bars
+
+
+@pytest.fixture()
+def candles(tmp_path: Path) -> Path:
+    path = tmp_path / "bars.csv.gz"
+    synthetic_bars(3_000, seed=5).to_frame().to_csv(path, index=False)
+    return path
+
+
+def test_json_prints_one_object_and_the_run_is_stored(candles: Path, tmp_path: Path, capsys) -> None:
+    db = tmp_path / "runs.db"
+    rc = run_backtest.main(["--data", str(candles), "--strategy", "zscore", "--json", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    payload = json.loads(out)  # the whole of stdout is one JSON object
+    assert set(payload) >= {"run_id", "metrics", "buy_and_hold", "data"}
+    con = sqlite3.connect(db)
+    status, metrics = con.execute("select status, metrics from runs where id = ?", (payload["run_id"],)).fetchone()
+    assert status == "completed"
+    assert json.loads(metrics)["trades"] == payload["metrics"]["trades"] > 0
+    n_trades = con.execute("select count(*) from trades where run_id = ?", (payload["run_id"],)).fetchone()[0]
+    assert n_trades == payload["metrics"]["trades"]  # closed round trips
+    n_equity = con.execute("select count(*) from equity where run_id = ?", (payload["run_id"],)).fetchone()[0]
+    assert n_equity == 3_000
+
+
+def test_trade_from_warms_up_without_trading(candles: Path, tmp_path: Path, capsys) -> None:
+    db = tmp_path / "runs.db"
+    series = synthetic_bars(3_000, seed=5)
+    start = int(series.ts_ms[2_000])
+    rc = run_backtest.main(["--data", str(candles), "--strategy", "zscore", "--json", "--db", str(db),
+                            "--trade-from", str(start)])
+    payload = json.loads(capsys.readouterr().out)
+    assert rc == 0 and payload["period"]["start_ts"] == start
+    con = sqlite3.connect(db)
+    first_order = con.execute("select min(ts) from orders where run_id = ?", (payload["run_id"],)).fetchone()[0]
+    assert first_order >= start
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("timestamp,open,high,low,close,volume\n1700000000000,1,2,0.5,1.5,1\n1700000060000,1,0.9,0.5,1.5,1\n",
+     "line 3: high 0.9 < max(open, close) 1.5"),
+    ("timestamp,open,high,low,close\n1700000000000,1,2,0.5,1.5\n", "missing column(s) volume"),
+    ("timestamp,open,high,low,close,volume\n1700000060000,1,2,0.5,1.5,1\n1700000000000,1,2,0.5,1.5,1\n",
+     "line 3: timestamp 1700000000000"),
+])
+def test_bad_data_is_one_clear_error_and_nothing_is_written(tmp_path: Path, capsys, content: str,
+                                                            expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    db = tmp_path / "runs.db"
+    rc = run_backtest.main(["--data", str(path), "--strategy", "zscore", "--json", "--db", str(db)])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {path}") and expected in captured.err
+    assert "Traceback" not in captured.err
+    assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def test_bad_arguments_exit_2_with_one_line(candles: Path, tmp_path: Path, capsys) -> None:
+    rc = run_backtest.main(["--data", str(candles), "--cash", "-5", "--db", str(tmp_path / "x.db")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == "error: --cash must be positive, got -5.0"
+
+
+def test_a_crash_mid_run_marks_the_run_failed_and_writes_no_rows(candles: Path, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    import engine.metrics
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("engine.backtest.compute_metrics", boom)
+    db = tmp_path / "runs.db"
+    rc = run_backtest.main(["--data", str(candles), "--strategy", "zscore", "--db", str(db)])
+    assert rc == 1 and "disk on fire" in capsys.readouterr().err
+    con = sqlite3.connect(db)
+    assert con.execute("select status, error from runs").fetchall() == [("failed", "RuntimeError: disk on fire")]
+    for table in ("orders", "fills", "trades", "equity", "signals"):
+        assert con.execute(f"select count(*) from {table}").fetchone()[0] == 0
+    assert engine.metrics.compute_metrics is not boom
