@@ -43,6 +43,7 @@ class SimulatedBroker:
         self.portfolio = portfolio
         self.fee_model = BpsFee(config.fee_bps)
         self.slippage_model = BpsSlippage(config.slippage_bps)
+        self._no_slippage = config.slippage_bps == 0.0
         self.pending: list[Order] = []
         self.status: dict[str, str] = {}
 
@@ -143,27 +144,29 @@ class SimulatedBroker:
     def _make_fill(self, order: Order, bar: Bar, raw_price: float) -> Fill | None:
         """Size and price the fill; None when there is nothing to do (e.g. already flat)."""
         pos = self.portfolio.position_qty
-        if order.target_fraction is None:
+        fraction = order.target_fraction
+        if fraction is None:
             assert order.side is not None and order.qty is not None
             side, qty = order.side, order.qty
-        elif order.target_fraction == 0.0:
+            price = self._exec_price(order, raw_price, side)
+        elif fraction == 0.0:
             if pos == 0.0:
                 return None
             side, qty = (Side.SELL if pos > 0 else Side.BUY), abs(pos)
+            price = self._exec_price(order, raw_price, side)
         else:
             # Direction from the raw price, then size at the executed price:
             # target = f × equity / (price × (1 + fee)), so an all-in entry
             # from flat spends exactly the cash, fee included.
-            raw_target = self._target_qty(order.target_fraction, raw_price)
+            raw_target = self._target_qty(fraction, raw_price)
             side = Side.BUY if raw_target > pos else Side.SELL
             price = self._exec_price(order, raw_price, side)
-            target = raw_target if price == raw_price else self._target_qty(order.target_fraction, price)
+            target = raw_target if price == raw_price else self._target_qty(fraction, price)
             delta = target - pos
             # Relative test only: an account worth 1e-8 still trades (no minimum size in DESIGN.md).
             if abs(delta) <= _QTY_EPS * max(abs(target), abs(pos)) or (delta > 0) != (side is Side.BUY):
                 return None  # nothing to do, or slippage flipped the direction: never trade away from target
             qty = abs(delta)
-        price = self._exec_price(order, raw_price, side)
         if self.config.long_only and side is Side.SELL and qty > pos * (1.0 + _QTY_EPS):
             if pos <= 0.0:
                 return None
@@ -175,7 +178,7 @@ class SimulatedBroker:
         return fraction * equity / (price * (1.0 + self.fee_model.rate))
 
     def _exec_price(self, order: Order, raw_price: float, side: Side) -> float:
-        if order.type is OrderType.LIMIT:
+        if self._no_slippage or order.type is OrderType.LIMIT:
             return raw_price
         return self.slippage_model.adjust(raw_price, side)
 

@@ -120,8 +120,7 @@ class Portfolio:
             exit_reason=fill.reason,
             bars_held=bar_index - self._open_bar,
         )
-        self.trades.append(trade)
-        self._reset_trade()
+        self.trades.append(trade)  # the trade accumulators are reset when the next one opens
         return trade
 
     def open_trade_entry_ts(self) -> int | None:
