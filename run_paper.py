@@ -27,9 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from engine.backtest import buy_and_hold_metrics
+from engine.backtest import measure
 from engine.broker import BrokerConfig
-from engine.metrics import bars_per_year, compute_metrics
 from engine.paper import BarOutcome, PaperSession, ReplayMismatch
 from feeds.ccxt_live import LiveCandleFeed
 from feeds.errors import FatalFeedError, FeedError, FeedStopped
@@ -173,20 +172,15 @@ def _describe(order: Any) -> str:
     return f"{order.type.value} {order.side.value if order.side else ''} @{order.price:,.2f}".strip()
 
 
-def finish_run(db: Any, session: PaperSession, args: argparse.Namespace, tf_ms: int, status: str) -> None:
+def finish_run(db: Any, session: PaperSession, tf_ms: int, status: str) -> None:
     """Store metrics of the traded part so far beside buy-and-hold on the same candles."""
     ev = session.engine.events
-    if ev.equity_ts_ms:
-        bpy = bars_per_year(tf_ms)
-        fees = sum(f.fee_quote for f in ev.fills)
-        turnover = sum(f.qty * f.price for f in ev.fills)
-        metrics = compute_metrics(ev.equity_quote, ev.trades, bpy, args.cash, ev.equity_position, fees, turnover)
-        bars = [b for b in load_run_bars(db, session.run_id) if b.ts_ms >= session.trade_from_ms]
-        report = None
-        if len(bars) >= 2:
-            series = BarSeries.from_bars(bars, tf_ms)
-            report = {"buy_and_hold": buy_and_hold_metrics(series, session.engine.config)}
-        update_run_results(db, session.run_id, metrics=metrics, report=report, status=status)
+    bars = load_run_bars(db, session.run_id)
+    if ev.equity_ts_ms and len(bars) >= 2:
+        series = BarSeries.from_bars(bars, tf_ms)
+        result = measure(series, ev, session.engine.broker.status, session.engine.config, session.trade_from_ms)
+        update_run_results(db, session.run_id, metrics=result.metrics,
+                           report={"buy_and_hold": result.buy_and_hold}, status=status)
     else:
         mark_run(db, session.run_id, status)
 
@@ -257,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.max_bars is not None and live_done >= args.max_bars:
                     break
         session.flush()
-        finish_run(db, session, args, tf_ms, "stopped")
+        finish_run(db, session, tf_ms, "stopped")
         log.info("stopped after %d live candles; resume with the same --run-name", live_done)
         return 0
     except FeedStopped:
         if session is not None and db is not None:
             session.flush()
-            finish_run(db, session, args, timeframe_to_ms(args.timeframe), "stopped")
+            finish_run(db, session, timeframe_to_ms(args.timeframe), "stopped")
         return 0
     except (UsageError, DataError, StoreError, FatalFeedError, ReplayMismatch, ValueError) as exc:
         _fail(db, session, exc)

@@ -78,11 +78,8 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
     """Write all of a finished backtest atomically (batched executemany inserts)."""
     with Session(engine) as session, session.begin():
         _insert_model_versions(session, run_id, model_versions)
-        _insert(session, OrderRow, [order_row(run_id, o, order_status.get(o.client_id, "submitted"))
-                                    for o in events.orders])
-        _insert(session, FillRow, [fill_row(run_id, f) for f in events.fills])
-        _insert(session, TradeRow, [trade_row(run_id, i, t) for i, t in enumerate(events.trades)])
-        _insert(session, SignalRow, [signal_row(run_id, s) for s in events.signals])
+        _insert_activity(session, run_id, events.orders, order_status, events.fills, events.trades, 0,
+                         events.signals)
         ev = events
         _insert(session, EquityRow, [
             {"run_id": run_id, "ts": ts, "cash": c, "position": p, "close": cl, "equity": e}
@@ -133,17 +130,13 @@ def _write_bar_change(session: Session, run_id: str, change: BarCommit) -> None:
     b = change.bar
     session.execute(insert(BarRow), [{"run_id": run_id, "ts": b.ts_ms, "open": b.open, "high": b.high,
                                       "low": b.low, "close": b.close, "volume": b.volume}])
-    _insert(session, OrderRow, [order_row(run_id, o, change.status_changes.get(o.client_id, "submitted"))
-                                for o in change.orders])
+    _insert_activity(session, run_id, change.orders, change.status_changes, change.fills, change.trades,
+                     change.trade_seq_start, change.signals)
     new_ids = {o.client_id for o in change.orders}
     for client_id, status in change.status_changes.items():
-        if client_id not in new_ids:
+        if client_id not in new_ids:  # an order from an earlier bar filled or was cancelled now
             session.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
                             .values(status=status))
-    _insert(session, FillRow, [fill_row(run_id, f) for f in change.fills])
-    _insert(session, TradeRow, [trade_row(run_id, change.trade_seq_start + i, t)
-                                for i, t in enumerate(change.trades)])
-    _insert(session, SignalRow, [signal_row(run_id, s) for s in change.signals])
     if change.equity is not None:
         session.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
 
@@ -237,6 +230,16 @@ def trade_row(run_id: str, seq: int, t: Trade) -> dict[str, Any]:
 def signal_row(run_id: str, s: SignalPoint) -> dict[str, Any]:
     return {"run_id": run_id, "ts": s.ts_ms, "signal": s.signal, "threshold": s.threshold,
             "unusualness": s.unusualness, "model_version": s.model_version}
+
+
+def _insert_activity(session: Session, run_id: str, orders: Sequence[Order], status: dict[str, str],
+                     fills: Sequence[Fill], trades: Sequence[Trade], trade_seq_start: int,
+                     signals: Sequence[SignalPoint]) -> None:
+    """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
+    _insert(session, OrderRow, [order_row(run_id, o, status.get(o.client_id, "submitted")) for o in orders])
+    _insert(session, FillRow, [fill_row(run_id, f) for f in fills])
+    _insert(session, TradeRow, [trade_row(run_id, trade_seq_start + i, t) for i, t in enumerate(trades)])
+    _insert(session, SignalRow, [signal_row(run_id, s) for s in signals])
 
 
 def _insert(session: Session, table: type, rows: Iterable[dict[str, Any]]) -> None:
