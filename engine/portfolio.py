@@ -123,9 +123,5 @@ class Portfolio:
         self.trades.append(trade)  # the trade accumulators are reset when the next one opens
         return trade
 
-    def open_trade_entry_ts(self) -> int | None:
-        """Open time of the bar whose open filled the current position's first entry."""
-        return self._open_ts_ms if self.position_qty != 0.0 else None
-
     def open_trade_entry_bar(self) -> int | None:
         return self._open_bar if self.position_qty != 0.0 else None

@@ -54,7 +54,7 @@ def load_bars(path: str | Path, timeframe_ms: int | None = None) -> BarSeries:
     for name in VALUE_COLUMNS:
         raw = frame[name]
         num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        for i in np.nonzero(np.isnan(num) & ~_is_blank_nan(raw))[0]:
+        for i in np.nonzero(np.isnan(num))[0]:
             problems.setdefault(int(i), f"{name} is not a number ({raw.iloc[i]!r})")
         values[name] = num
     _check_values(values, problems)
@@ -133,11 +133,6 @@ def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
             return alias
     raise DataError(f"{path}: missing a timestamp column (one of {', '.join(TIME_ALIASES)}); "
                     f"found {', '.join(map(str, frame.columns))}")
-
-
-def _is_blank_nan(raw: pd.Series) -> np.ndarray:
-    """False everywhere: blanks are errors too. Kept as a hook to name them differently."""
-    return np.zeros(len(raw), dtype=bool)
 
 
 def _parse_timestamps(raw: pd.Series, problems: dict[int, str]) -> tuple[np.ndarray, str | None]:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.loop import EngineEvents
@@ -169,13 +169,6 @@ def load_run_bars(engine: Engine, run_id: str) -> list[Bar]:
     return [Bar(*row) for row in rows]
 
 
-def load_model_checkpoints(engine: Engine, run_id: str) -> dict[int, bytes]:
-    with Session(engine) as session:
-        rows = session.execute(select(ModelVersionRow.fold_index, ModelVersionRow.checkpoint)
-                               .where(ModelVersionRow.run_id == run_id)).all()
-    return {fold: blob for fold, blob in rows if blob is not None}
-
-
 def count_rows(engine: Engine, run_id: str) -> dict[str, int]:
     """Row counts per table for one run (used by restart checks and tests)."""
     out = {}
@@ -200,14 +193,6 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
         session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
 
-def delete_run(engine: Engine, run_id: str) -> None:
-    with Session(engine) as session, session.begin():
-        for table in (BarRow, SignalRow, EquityRow, TradeRow, FillRow, OrderRow, ModelVersionRow):
-            session.execute(delete(table).where(table.run_id == run_id))
-        session.execute(delete(RunRow).where(RunRow.id == run_id))
-
-
-# ---- row converters --------------------------------------------------------------------------
 def order_row(run_id: str, o: Order, status: str) -> dict[str, Any]:
     return {"run_id": run_id, "client_id": o.client_id, "ts": o.created_ts_ms, "type": o.type.value,
             "side": o.side.value if o.side is not None else None, "qty": o.qty,
