@@ -223,12 +223,11 @@ def strategy_report(strategy: Any, series: BarSeries, config: BrokerConfig, resu
 
 
 def out_of_sample_start(strategy: Any, series: BarSeries, trade_from: int | None) -> int | None:
-    """The score strategy cannot trade before its first fold: measure from there (and never earlier)."""
-    if isinstance(strategy, ScoreReversion):
-        first_fold = int(series.ts_ms[0]) + strategy.config.walk_forward.train_ms
-        return first_fold if trade_from is None else max(trade_from, first_fold)
-    return trade_from
-
+    """Measure from the first bar the strategy can trade (the score strategy's first fold), never earlier."""
+    first = strategy.first_decision_ts(int(series.ts_ms[0]))
+    if first is None:
+        return trade_from
+    return first if trade_from is None else max(trade_from, first)
 
 def _iso(ms: int) -> str:
     import pandas as pd

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
 import sys
 import threading
@@ -84,15 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def warmup_bars_needed(strategy: Any, tf_ms: int) -> int:
-    """History the strategy needs before its first live decision."""
-    if isinstance(strategy, ScoreReversion):
-        # The first fold is fitted once train_days of history were seen; +features warm-up, +margin.
-        return math.ceil(strategy.config.walk_forward.train_ms / tf_ms) + strategy.spec.warmup_bars + 2
-    window = getattr(getattr(strategy, "config", None), "window", None)
-    return (window + 2) if window else 2
-
-
 @dataclass
 class RunPlan:
     run_id: str
@@ -126,7 +116,7 @@ def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_m
         return RunPlan(existing.id, int(existing.trade_from_ts), since, True)
     now = call_with_retry(client.server_time_ms, what="fetch_time", stop_event=stop, logger=log)
     trade_from = (now // tf_ms) * tf_ms  # the candle in progress now is the first live one
-    warmup = args.warmup_bars if args.warmup_bars is not None else warmup_bars_needed(strategy, tf_ms)
+    warmup = args.warmup_bars if args.warmup_bars is not None else strategy.warmup_bars(tf_ms)
     since = trade_from - warmup * tf_ms
     params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet")}
     params["history_from_ts"] = since

@@ -38,6 +38,14 @@ class Strategy:
     name: str = "strategy"
     config: Any = None
 
+    def warmup_bars(self, timeframe_ms: int) -> int:
+        """Bars of history the strategy needs before its first decision (paper runs fetch this many)."""
+        return 2
+
+    def first_decision_ts(self, first_bar_ts: int) -> int | None:
+        """Earliest bar it can trade given the first bar it sees (None: no limit). Metrics start there."""
+        return None
+
     def on_start(self, ctx: Context) -> None:
         """Called once before the first bar."""
 

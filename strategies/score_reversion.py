@@ -91,6 +91,13 @@ class ScoreReversion(Strategy):
         """Every fold this run used (for storing a finished backtest)."""
         return [model_version_record(f, self.config.walk_forward) for f in self.folds]
 
+    def warmup_bars(self, timeframe_ms: int) -> int:
+        # The first fold is fitted once train_days of history were seen; + feature warm-up, + margin.
+        return math.ceil(self._train_ms / timeframe_ms) + self.spec.warmup_bars + 2
+
+    def first_decision_ts(self, first_bar_ts: int) -> int | None:
+        return first_bar_ts + self._train_ms  # no model (and so no signal) before the first fold
+
     def on_start(self, ctx: Context) -> None:
         self._reset()
 

@@ -85,6 +85,9 @@ class ZScoreReversion(Strategy):
         self._z = RollingZScore(config.window)
         self._prev_close: float | None = None
 
+    def warmup_bars(self, timeframe_ms: int) -> int:
+        return self.config.window + 2  # window returns need window + 1 closes, plus one spare
+
     def on_start(self, ctx: Context) -> None:
         self._z = RollingZScore(self.config.window)
         self._prev_close = None
