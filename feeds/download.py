@@ -8,7 +8,8 @@ validated (``feeds/validation.py``); gaps the exchange has are kept as gaps and
 reported, never filled.
 
 Cache file: ``timestamp,open,high,low,close,volume`` (timestamp = open time, ms
-UTC), gzip when the name ends in ``.gz``. Writes go to a temp file in the same
+UTC), gzip when the name ends in ``.gz``, a Parquet table (int64 ``timestamp``,
+float64 prices) when it ends in ``.parquet``. Writes go to a temp file in the same
 folder that replaces the cache with ``os.replace`` only once complete, so a
 crash or Ctrl-C never leaves a torn file: candles fetched before an error are
 still committed (complete rows only), and the next run resumes from there.
@@ -85,14 +86,15 @@ def download_history(exchange_id: str, symbol: str, timeframe: str, cache_path: 
             if not page:
                 break
             if writer is None:
-                writer = _CacheWriter(path, keep_existing=cached is not None)
+                writer_cls = _ParquetCacheWriter if _is_parquet(path) else _CacheWriter
+                writer = writer_cls(path, keep_existing=cached is not None)
             for bar in page:
                 if last_ts is not None and bar.ts_ms > last_ts + tf_ms:
                     gaps.append((last_ts + tf_ms, bar.ts_ms))
                 last_ts = bar.ts_ms
             writer.write(page)
             cursor = page[-1].ts_ms + tf_ms
-            meter.update(writer.rows, page[-1].ts_ms)
+            meter.update(writer.rows, page[-1].ts_ms, until_ms if until_ms is not None else server_now)
     except BaseException:
         if writer is not None:
             writer.commit()  # keep every complete page fetched so far; next run resumes
@@ -112,6 +114,8 @@ def download_history(exchange_id: str, symbol: str, timeframe: str, cache_path: 
 def read_cache(path: str | Path) -> list[Bar]:
     """Load a cache file written by :func:`download_history`, validating every row."""
     path = Path(path)
+    if _is_parquet(path):
+        return _read_parquet(path)
     bars: list[Bar] = []
     with _open_text(path) as fh:
         header = fh.readline().strip()
@@ -128,6 +132,30 @@ def read_cache(path: str | Path) -> list[Bar]:
 
 
 # ---------------------------------------------------------------------- internals
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def _read_parquet(path: Path) -> list[Bar]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=list(CSV_HEADER.split(",")))
+    except Exception as exc:  # pyarrow raises several types for a torn or foreign file
+        raise DataError(f"{path}: not a candle Parquet file written by download_data.py ({exc})") from None
+    cols = table.to_pydict()
+    bars: list[Bar] = []
+    for i, ts in enumerate(cols["timestamp"]):
+        values = tuple(cols[name][i] for name in ("open", "high", "low", "close", "volume"))
+        problem = candle_problem(ts, *values)
+        if problem:
+            raise DataError(f"{path}: row {i + 1}: {problem}")
+        if bars and ts <= bars[-1].ts_ms:
+            raise DataError(f"{path}: row {i + 1}: timestamp {ts} not after {bars[-1].ts_ms}")
+        bars.append(Bar(int(ts), *values))
+    return bars
+
+
 def _open_text(path: Path) -> IO[str]:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", newline="")
@@ -150,6 +178,9 @@ def _parse_line(line: str, path: Path, line_no: int) -> Bar:
 def _cache_span(path: Path) -> tuple[int, int] | None:
     """(first, last) open time in an existing cache; None if it has no rows. Checks the
     header and both end rows (the file was written atomically, so the middle is whole)."""
+    if _is_parquet(path):
+        bars = _read_parquet(path)
+        return (bars[0].ts_ms, bars[-1].ts_ms) if bars else None
     first_line = last_line = None
     first_no = last_no = 0
     with _open_text(path) as fh:
@@ -214,39 +245,93 @@ class _CacheWriter:
             raise
 
 
+class _ParquetCacheWriter:
+    """Collects new rows; :meth:`commit` writes old + new rows to a temp file and swaps it in.
+
+    Parquet files cannot be appended to, so each commit rewrites the file; candle files are
+    small (a million rows is ~40 MB), and the swap keeps the all-or-nothing guarantee.
+    """
+
+    def __init__(self, path: Path, keep_existing: bool) -> None:
+        self.path = path
+        self.rows = 0
+        self._old = _read_parquet(path) if keep_existing else []
+        self._new: list[Bar] = []
+        self._committed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+    def write(self, bars: list[Bar]) -> None:
+        self._new.extend(bars)
+        self.rows += len(bars)
+
+    def commit(self) -> None:
+        if self._committed:
+            return
+        self._committed = True
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = self._old + self._new
+        table = pa.table({
+            "timestamp": pa.array([b.ts_ms for b in rows], pa.int64()),
+            **{name: pa.array([getattr(b, name) for b in rows], pa.float64())
+               for name in ("open", "high", "low", "close", "volume")},
+        })
+        try:
+            pq.write_table(table, self.tmp)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+
 class _Progress:
-    """One status line on stderr: rewritten in place on a terminal, every few seconds otherwise."""
+    """A rich progress bar on stderr over the span being fetched (first candle -> end), then one
+    summary line; ``enabled=False`` keeps library callers and tests quiet."""
 
     def __init__(self, label: str, tf_ms: int, enabled: bool) -> None:
         self.label, self.tf_ms, self.enabled = label, tf_ms, enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self._last = 0.0
         self._started = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+        self._first_ts: int | None = None
+        self._reached_ts: int | None = None
 
-    def update(self, rows: int, reached_ts_ms: int) -> None:
+    def update(self, rows: int, reached_ts_ms: int, end_ms: int | None = None) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if not self.tty and now - self._last < 5.0:
-            return
-        self._last = now
-        line = f"{self.label}: {rows:,} new rows, reached {_iso(reached_ts_ms)}"
-        if self.tty:
-            sys.stderr.write("\r" + line.ljust(78))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        self._reached_ts = reached_ts_ms
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._first_ts = reached_ts_ms
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[reached]}"), TextColumn("{task.fields[rows]} rows"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=None, reached="", rows="0")
+        assert self._first_ts is not None
+        total = None if end_ms is None else max(end_ms - self._first_ts, 1)
+        self._bar.update(self._task, total=total, completed=reached_ts_ms - self._first_ts + self.tf_ms,
+                         reached=_iso(reached_ts_ms), rows=f"{rows:,}")
 
     def done(self, rows: int, gaps: list[tuple[int, int]], interrupted: bool = False) -> None:
         if not self.enabled:
             return
+        if self._bar is not None:
+            self._bar.stop()
         gap_text = ""
         if gaps:
             largest = max(b - a for a, b in gaps)
             gap_text = (f"; {len(gaps)} gap(s) in the exchange's data, largest "
                         f"{largest // self.tf_ms} missing candle(s)")
         state = "interrupted after" if interrupted else "done:"
-        sys.stderr.write(("\r" if self.tty else "") + f"{self.label}: {state} {rows:,} new rows in "
+        reached = "" if self._reached_ts is None else f", reached {_iso(self._reached_ts)}"
+        sys.stderr.write(f"{self.label}: {state} {rows:,} new rows{reached} in "
                          f"{time.monotonic() - self._started:.1f}s{gap_text}\n")
         sys.stderr.flush()
 

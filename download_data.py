@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Download closed OHLCV candles from any ccxt exchange into a validated CSV.gz or Parquet file.
+
+Incremental: when the output file already exists, only candles after its last row are
+fetched (and the file is replaced atomically, so an interrupted download keeps every
+complete page and the next call resumes). Candles still open by the exchange's clock are
+never written. Gaps the exchange has are kept as gaps and reported, never filled.
+
+Time bounds: --since is inclusive, --until is exclusive (candle open times, UTC).
+
+Examples:
+  python download_data.py --exchange binance --symbol BTC/USDT --timeframe 1h --out btc_1h.csv.gz
+  python download_data.py --exchange bybit --symbol ETH/USDT --timeframe 4h --since 2022-01-01 --out eth.parquet
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from feeds.ccxt_candles import timeframe_ms
+from feeds.errors import FatalFeedError, FeedError
+from feeds.validation import DataError
+from reporting.timeparse import parse_time_ms
+
+OUTPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exchange", default="binance", help="ccxt exchange id (default %(default)s)")
+    p.add_argument("--symbol", default="BTC/USDT", help="market symbol in ccxt form (default %(default)s)")
+    p.add_argument("--timeframe", default="1h", help="candle timeframe, e.g. 1m, 15m, 1h, 4h, 1d (default %(default)s)")
+    p.add_argument("--since", help="first candle open time, inclusive (ISO-8601 UTC or epoch ms); "
+                                   "default: the exchange's first candle, or the end of --out")
+    p.add_argument("--until", help="stop before this open time, exclusive (default: the last closed candle)")
+    p.add_argument("--out", help="output file: .csv, .csv.gz or .parquet "
+                                 "(default data_cache/EXCHANGE_SYMBOL_TIMEFRAME.csv.gz)")
+    p.add_argument("--exchange-url", help="override the exchange's REST base URL (a proxy or a test server)")
+    p.add_argument("--timeout-ms", type=int, default=10_000, help="HTTP timeout per request (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (file, rows, span, gaps) on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        request = _validated(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    from feeds.download import download_history, read_cache  # ccxt loads only for a valid request
+
+    try:
+        path = download_history(args.exchange, args.symbol, args.timeframe, request["out"],
+                                exchange_url=args.exchange_url, since_ms=request["since_ms"],
+                                until_ms=request["until_ms"], progress=not (args.quiet or args.json),
+                                timeout_ms=args.timeout_ms)
+        bars = read_cache(path)
+    except (FatalFeedError, DataError) as exc:
+        return _fail(str(exc))
+    except FeedError as exc:
+        return _fail(f"the exchange could not be reached: {exc}", status=1)
+    except KeyboardInterrupt:
+        return _fail("interrupted; complete pages were kept and the next call resumes", status=130)
+    tf_ms = request["tf_ms"]
+    gaps = [(a.ts_ms, b.ts_ms) for a, b in zip(bars, bars[1:]) if b.ts_ms - a.ts_ms > tf_ms]
+    summary = {
+        "file": str(path), "exchange": args.exchange, "symbol": args.symbol, "timeframe": args.timeframe,
+        "rows": len(bars), "first_ts": bars[0].ts_ms if bars else None, "last_ts": bars[-1].ts_ms if bars else None,
+        "gaps": len(gaps), "missing_candles": sum((b - a) // tf_ms - 1 for a, b in gaps),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        print(f"{path}: {len(bars):,} candles, {summary['gaps']} gap(s), "
+              f"{summary['missing_candles']} missing candle(s)")
+    return 0
+
+
+def _validated(args: argparse.Namespace) -> dict:
+    """Every argument checked before any request is made or any file is touched."""
+    try:
+        tf_ms = timeframe_ms(args.timeframe)
+    except Exception:
+        raise ValueError(f"--timeframe: {args.timeframe!r} is not a timeframe such as 1m, 1h or 1d") from None
+    if not 0 < args.timeout_ms <= 600_000:
+        raise ValueError(f"--timeout-ms: must be between 1 and 600000, got {args.timeout_ms}")
+    if "/" not in args.symbol:
+        raise ValueError(f"--symbol: {args.symbol!r} is not a ccxt symbol such as BTC/USDT")
+    since_ms = parse_time_ms(args.since, "--since")
+    until_ms = parse_time_ms(args.until, "--until")
+    if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+        raise ValueError("--until must be after --since")
+    if args.out:
+        out = Path(args.out)
+    else:
+        from feeds.default_data import default_cache_path
+
+        out = default_cache_path(args.exchange, args.symbol, args.timeframe)
+    if not out.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise ValueError(f"--out: {out} must end in .csv, .csv.gz or .parquet")
+    if out.exists() and out.is_dir():
+        raise ValueError(f"--out: {out} is a directory")
+    return {"tf_ms": tf_ms, "since_ms": since_ms, "until_ms": until_ms, "out": out}
+
+
+def _fail(message: str, status: int = 2) -> int:
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
