@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=default_strategy(), choices=sorted(FACTORIES),
                    help="strategy to run (default: %(default)s)")
     p.add_argument("--engine", default="native", choices=ENGINES, help="native engine or backtrader (cross-check)")
-    p.add_argument("--start", help="first bar to load (ISO date/time UTC or epoch ms)")
-    p.add_argument("--end", help="load bars before this time (ISO date/time UTC or epoch ms)")
+    p.add_argument("--start", help="first bar to load, inclusive (ISO date/time UTC or epoch s/ms/µs/ns)")
+    p.add_argument("--end", help="load bars before this time, exclusive (a bare date is its midnight UTC)")
     p.add_argument("--trade-from", help="bars before this time only warm the strategy up; trading and "
                                         "metrics start here (ISO or epoch ms)")
     p.add_argument("--timeframe", help="resample to this coarser timeframe first (e.g. 4h, 1d)")

@@ -6,38 +6,11 @@ length varies, so "open + timeframe = close" would not hold.
 """
 from __future__ import annotations
 
-import re
 from typing import Iterable, Sequence
 
+from domain.times import floor_to_timeframe, is_aligned, timeframe_ms  # noqa: F401 (re-exported)
 from engine.types import Bar
 from feeds.validation import candle_problem
-
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-# Weekly candles open on Monday 00:00 UTC; 1970-01-01 was a Thursday, 4 days after one.
-_WEEK_OFFSET_MS = 4 * 86_400_000
-
-
-def timeframe_ms(timeframe: str) -> int:
-    """Length of one candle in ms, e.g. ``timeframe_ms("1h") == 3_600_000``."""
-    match = re.fullmatch(r"(\d+)([smhdw])", timeframe or "")
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"unsupported timeframe {timeframe!r}: use e.g. 1m, 5m, 1h, 4h, 1d, 1w "
-                         "(calendar months are not supported)")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-def is_aligned(ts_ms: int, tf_ms: int) -> bool:
-    """True when ``ts_ms`` is a valid candle open time for a ``tf_ms`` timeframe (UTC)."""
-    if tf_ms % _UNIT_MS["w"] == 0:
-        return (ts_ms - _WEEK_OFFSET_MS) % tf_ms == 0
-    return ts_ms % tf_ms == 0
-
-
-def floor_to_timeframe(ts_ms: int, tf_ms: int) -> int:
-    """Open time of the candle that contains ``ts_ms``."""
-    offset = _WEEK_OFFSET_MS if tf_ms % _UNIT_MS["w"] == 0 else 0
-    return ts_ms - (ts_ms - offset) % tf_ms
-
 
 def rows_problem(rows: Sequence[object], tf_ms: int) -> str | None:
     """Why a list of ``[ts, o, h, l, c, v]`` rows is not a usable exchange response, or None."""

@@ -24,7 +24,7 @@ PROG = "inspect_trades.py"
 EPILOG = """examples:
   inspect_trades.py runs
   inspect_trades.py show 3f2a                      # a unique id prefix, or the run's name
-  inspect_trades.py trades 3f2a --side long --from 2024-01-01 --to 2024-03-31 --min-pnl 0
+  inspect_trades.py trades 3f2a --side long --from 2024-01-01 --to 2024-04-01 --min-pnl 0
   inspect_trades.py trades 3f2a --format csv > trades.csv
   inspect_trades.py equity my-paper-run --tail --limit 20
   inspect_trades.py orders 3f2a --reason entry
@@ -166,9 +166,9 @@ def _limit(p: argparse.ArgumentParser, tail: bool = True) -> None:
 def _time_range(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--from", dest="start", type=time_arg, metavar="WHEN",
                    help=f"from this {what}, inclusive: a date (2024-03-01), date-time (2024-03-01T12:00, UTC "
-                        "unless an offset is given) or ms timestamp")
+                        "unless an offset is given) or epoch timestamp (s/ms/µs/ns by magnitude)")
     p.add_argument("--to", dest="end", type=time_arg, metavar="WHEN",
-                   help=f"up to this {what}, inclusive (a bare date includes that whole day)")
+                   help=f"before this {what}, exclusive (a bare date is its midnight UTC, as --end elsewhere)")
 
 
 def _non_negative_int(text: str) -> int:

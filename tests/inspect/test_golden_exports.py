@@ -64,17 +64,20 @@ def test_filters_select_subsets_of_the_golden_rows(runs_db, cli) -> None:
     assert seqs("--reason", "stop") == [1]
     assert seqs("--reason", "stop,signal") == [0, 1, 2]
     assert seqs("--reason", "stop", "--reason", "signal", "--side", "long") == [0, 2]
-    # entry times: 03:00, 08:00, 13:00 on 2024-01-01; --to is inclusive, a bare date covers its day
-    assert seqs("--from", "2024-01-01T08:00", "--to", "2024-01-01T13:00") == [1, 2]
+    # entry times: 03:00, 08:00, 13:00 on 2024-01-01; --from inclusive, --to exclusive (as --start/--end)
+    assert seqs("--from", "2024-01-01T08:00", "--to", "2024-01-01T13:00") == [1]
+    assert seqs("--from", "2024-01-01T08:00", "--to", "2024-01-01T13:00:01") == [1, 2]
     assert seqs("--from", "2024-01-01T08:00:01") == [2]
-    assert seqs("--to", "1704096000000") == [0, 1]  # ms, inclusive
-    assert seqs("--to", "2024-01-01") == [0, 1, 2]
+    assert seqs("--to", "1704096000001") == [0, 1]  # ms, exclusive
+    assert seqs("--to", "1704096001") == [0, 1]  # the same instant in seconds: one epoch-unit rule
+    assert seqs("--to", "2024-01-01") == []  # a bare date is its midnight
+    assert seqs("--to", "2024-01-02") == [0, 1, 2]
     assert seqs("--from", "2024-01-02") == []
 
 
 def test_equity_and_order_filters(runs_db, cli) -> None:
     result = cli("--db", runs_db.path, "equity", "golden-run", "--format", "json", "--from", "2024-01-01T05:00",
-                 "--to", "2024-01-01T07:00")
+                 "--to", "2024-01-01T08:00")
     rows = json.loads(result.out)
     assert [r["time"] for r in rows] == ["2024-01-01T05:00:00Z", "2024-01-01T06:00:00Z", "2024-01-01T07:00:00Z"]
     result = cli("--db", runs_db.path, "orders", "golden-run", "--format", "json", "--side", "sell")
