@@ -1,6 +1,6 @@
 """Candle fixtures for tests and benchmarks: a seeded random walk and plain CSV I/O.
 
-CSV format (same as the downloader's cache and /work/shared/data):
+CSV format (the same as download_data.py's output):
 ``timestamp,open,high,low,close,volume`` with ``timestamp`` = candle open time in
 ms UTC; ``.gz`` suffix means gzip.
 """

@@ -2,7 +2,7 @@
 
 It replays given candles on an accelerated clock and speaks enough of binance's
 spot REST + kline websocket and bybit's v5 REST for the *real, unmodified* ccxt
-client to work against it (see /work/shared/notes/ccxt-loopback.md).
+client to work against it.
 
 Clock: ``server time = start_at_ms + elapsed_real_s * 1000 * speed``. A candle
 exists once its open time <= server time; the newest one is *in progress* and
