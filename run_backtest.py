@@ -11,7 +11,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import traceback
@@ -19,15 +18,19 @@ from typing import Any
 
 from rich.console import Console
 
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, print_error, run_name,
+                      time_text, timeframe)
 from engine.backtest import ENGINES, BacktestResult, run_backtest
 from engine.broker import BrokerConfig
 from feeds.series import BarSeries, ms_to_timeframe, timeframe_to_ms
 from feeds.default_data import resolve_data
 from feeds.validation import DataError
+from ground.redact import install_log_masking
+from ground.strict_json import dumps_strict
 from reporting.tables import metrics_table, rows_table
 from reporting.timeparse import parse_time_ms
 from store.db import DEFAULT_DB_URL, StoreError, init_db
-from store.repository import RunSpec, create_run, mark_run, save_backtest
+from store.repository import RunSpec, create_run, mark_run, refuse_taken_name, save_backtest
 from reporting.score_report import build_score_report
 from strategies.registry import FACTORIES, make_strategy
 from strategies.score_reversion import ScoreReversion
@@ -35,28 +38,25 @@ from strategies.score_reversion import ScoreReversion
 log = logging.getLogger("run_backtest")
 
 
-class UsageError(Exception):
-    """A bad argument: reported in one line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="candle file (CSV, CSV.gz, Parquet, Feather). Default: the cached exchange "
                                   "download, else a fresh download, else synthetic data (labelled)")
     p.add_argument("--strategy", default=default_strategy(), choices=sorted(FACTORIES),
                    help="strategy to run (default: %(default)s)")
     p.add_argument("--engine", default="native", choices=ENGINES, help="native engine or backtrader (cross-check)")
-    p.add_argument("--start", help="first bar to load, inclusive (ISO date/time UTC or epoch s/ms/µs/ns)")
-    p.add_argument("--end", help="load bars before this time, exclusive (a bare date is its midnight UTC)")
-    p.add_argument("--trade-from", help="bars before this time only warm the strategy up; trading and "
+    p.add_argument("--start", type=time_text("--start"),
+                   help="first bar to load, inclusive (ISO date/time UTC or epoch s/ms/µs/ns)")
+    p.add_argument("--end", type=time_text("--end"),
+                   help="load bars before this time, exclusive (a bare date is its midnight UTC)")
+    p.add_argument("--trade-from", type=time_text("--trade-from"),
+                   help="bars before this time only warm the strategy up; trading and "
                                         "metrics start here (ISO or epoch ms)")
-    p.add_argument("--timeframe", help="resample to this coarser timeframe first (e.g. 4h, 1d)")
-    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash in quote currency (default 100000)")
-    p.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in basis points of notional (default 10)")
-    p.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage per market/stop fill (default 0)")
-    p.add_argument("--long-only", action="store_true", help="never open short positions")
-    p.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL or SQLite file (default %(default)s)")
-    p.add_argument("--name", help="optional unique run name")
+    p.add_argument("--timeframe", type=timeframe, help="resample to this coarser timeframe first (e.g. 4h, 1d)")
+    add_money_flags(p)
+    p.add_argument("--db", type=bounded_text(4096, "--db"), default=DEFAULT_DB_URL,
+                   help="SQLAlchemy URL or SQLite file (default %(default)s)")
+    p.add_argument("--name", type=run_name, help="optional unique run name (at most 200 characters)")
     p.add_argument("--json", action="store_true", help="print the run id and metrics as one JSON object, nothing else")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     add_strategy_options(p)
@@ -77,19 +77,23 @@ def add_strategy_options(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if not args.cash > 0:
-        raise UsageError(f"--cash must be positive, got {args.cash}")
-    if args.fee_bps < 0 or args.fee_bps >= 10_000:
-        raise UsageError(f"--fee-bps must be in [0, 10000), got {args.fee_bps}")
-    if args.slippage_bps < 0 or args.slippage_bps >= 10_000:
-        raise UsageError(f"--slippage-bps must be in [0, 10000), got {args.slippage_bps}")
+    """Checks that involve several flags (each flag alone was checked by its argparse type)."""
+    start = parse_time_ms(args.start, "--start")
+    end = parse_time_ms(args.end, "--end")
+    if start is not None and end is not None and end <= start:
+        raise UsageError("--end must be after --start")
+    if args.strategy == "score":
+        from strategies.score_cli import score_config
+
+        try:
+            score_config({**vars(args), "timeframe_ms": 3_600_000})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def load_series(args: argparse.Namespace) -> BarSeries:
     start = parse_time_ms(args.start, "--start")
     end = parse_time_ms(args.end, "--end")
-    if start is not None and end is not None and end <= start:
-        raise UsageError("--end must be after --start")
     series = resolve_data(args.data, quiet=args.json)
     if args.timeframe:
         from feeds.resample import resample
@@ -124,16 +128,18 @@ def result_payload(run_id: str, args: argparse.Namespace, series: BarSeries, res
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        validate(args)
+    except UsageError as exc:
+        return print_error(exc)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_masking()
     err = Console(stderr=True)
     try:
-        validate(args)
         trade_from = parse_time_ms(args.trade_from, "--trade-from")
         series = load_series(args)
-        db = init_db(args.db)
         config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
                               long_only=args.long_only)
         options = vars(args).copy()
@@ -141,20 +147,24 @@ def main(argv: list[str] | None = None) -> int:
         strategy = make_strategy(args.strategy, options)
         params = {k: v for k, v in options.items() if k not in ("json", "db", "verbose")}
         params["config"] = _config_dict(strategy)
+        stored_trade_from = trade_from
+        trade_from = out_of_sample_start(strategy, series, trade_from)
+        if trade_from is not None and trade_from > int(series.ts_ms[-1]):
+            raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
+                            f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))}); "
+                            "load more history or use a shorter --train-days")
+        db = init_db(args.db)
+        if args.name is not None:
+            refuse_taken_name(db, args.name)
         run_id = create_run(db, RunSpec(mode="backtest", strategy=args.strategy, initial_cash=args.cash,
                                         params=params, name=args.name, engine=args.engine, symbol="BTC/USDT",
                                         timeframe=ms_to_timeframe(series.timeframe_ms), data_source=series.source,
-                                        data_hash=series.sha256, trade_from_ts=trade_from))
+                                        data_hash=series.sha256, trade_from_ts=stored_trade_from))
         try:
             if not args.json:
                 err.print(f"[dim]{series.source}: {len(series):,} bars, {series.gaps().describe()}[/dim]")
                 for note in series.notes:
                     err.print(f"[yellow]note: {note}[/yellow]")
-            trade_from = out_of_sample_start(strategy, series, trade_from)
-            if trade_from is not None and trade_from > int(series.ts_ms[-1]):
-                raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
-                                f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))}); "
-                                "load more history or use a shorter --train-days")
             if isinstance(strategy, ScoreReversion):
                 strategy.on_fold = FoldProgress(series, strategy)
             result = run_backtest(series, strategy, config, engine=args.engine, trade_from_ms=trade_from)
@@ -169,19 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
     except (UsageError, DataError, StoreError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(exc)
     except KeyboardInterrupt:
         err.print("interrupted; the run is marked failed")
         return 130
     except Exception as exc:  # a bug: keep the message short, the traceback only with -v
         if args.verbose:
             traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return print_error(f"{type(exc).__name__}: {exc}", status=1)
     payload = result_payload(run_id, args, series, result, extra)
     if args.json:
-        print(json.dumps(payload, default=_json_default))
+        print(dumps_strict(payload))
     else:
         print_human(payload)
     return 0
@@ -242,12 +250,6 @@ def _config_dict(strategy: Any) -> dict[str, Any]:
     if hasattr(cfg, "to_dict"):
         return cfg.to_dict()
     return asdict(cfg) if cfg is not None and is_dataclass(cfg) else {}
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def print_human(payload: dict[str, Any]) -> None:

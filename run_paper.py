@@ -13,6 +13,13 @@ Example (against a local test exchange):
 
 API keys are optional (public candles need none), read only from the environment
 (e.g. BINANCE_API_KEY), never stored or logged, and never sent to --exchange-url.
+Credentials inside --exchange-url (user:password@, ?apiKey=...) are masked wherever
+the URL is stored, logged or shown.
+
+One process drives a run at a time: a second run_paper.py with the same --run-name
+and --db refuses in one line naming the owner (host, pid, since). After a crash or
+SIGKILL the next start takes over at once on the same host (the owner's pid is gone),
+or after --lease-stale-s without a heartbeat from another host.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from typing import Any
 
 import pandas as pd
 
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, number, print_error,
+                      run_name, symbol, timeframe)
 from engine.backtest import measure
 from engine.broker import BrokerConfig
 from engine.paper import BarOutcome, PaperSession, ReplayMismatch
@@ -34,9 +43,12 @@ from feeds.errors import FatalFeedError, FeedError, FeedStopped
 from feeds.retry import call_with_retry
 from feeds.series import BarSeries, timeframe_to_ms
 from feeds.validation import DataError
+from ground.redact import install_log_masking, mask_url
 from store.db import DEFAULT_DB_URL, StoreError, init_db
-from store.repository import (RunSpec, create_run, find_run_by_name, load_model_versions, load_run_bars,
-                              mark_run, update_run_results)
+from store.lease import DEFAULT_STALE_AFTER_S, LeaseHeld, LeaseKeeper, LeaseLost, LeaseOwner, acquire_lease, \
+    release_lease
+from store.repository import (RunNameTaken, RunSpec, create_run, find_run_by_name, get_run, load_model_versions,
+                              load_run_bars, mark_run, update_run_results)
 from strategies.registry import FACTORIES, make_strategy
 from strategies.score_reversion import ScoreReversion
 
@@ -44,34 +56,36 @@ log = logging.getLogger("paper")
 EXCHANGES = ("binance", "bybit")
 
 
-class UsageError(Exception):
-    """A bad argument or an incompatible resume: one line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exchange", default="binance", choices=EXCHANGES, help="exchange to read candles from")
-    p.add_argument("--symbol", default="BTC/USDT", help="market symbol (default %(default)s)")
-    p.add_argument("--timeframe", default="1h", help="candle timeframe (default %(default)s)")
+    p.add_argument("--symbol", type=symbol, default="BTC/USDT", help="market symbol (default %(default)s)")
+    p.add_argument("--timeframe", type=timeframe, default="1h", help="candle timeframe (default %(default)s)")
     p.add_argument("--strategy", default="score", choices=sorted(FACTORIES), help="strategy (default %(default)s)")
-    p.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL or SQLite file (default %(default)s)")
-    p.add_argument("--run-name", help="name of the run; restarting with the same name resumes it")
-    p.add_argument("--exchange-url", help="send ALL exchange traffic to this base URL (local mirror / test "
-                                          "server); API keys are never sent there")
+    p.add_argument("--db", type=bounded_text(4096, "--db"), default=DEFAULT_DB_URL,
+                   help="SQLAlchemy URL or SQLite file (default %(default)s)")
+    p.add_argument("--run-name", type=run_name,
+                   help="name of the run (at most 200 characters); restarting with the same name resumes it")
+    p.add_argument("--exchange-url", type=http_url,
+                   help="send ALL exchange traffic to this base URL (local mirror / test server); API keys are "
+                        "never sent there, credentials in it are never stored or logged")
     p.add_argument("--ws", action="store_true", help="receive candles over the websocket (REST catch-up)")
-    p.add_argument("--ws-stale-s", type=float, default=None,
-                   help="reconnect a websocket that is quiet this long (default: 2 timeframes, max 120 s)")
-    p.add_argument("--max-bars", type=int, default=None,
-                   help="stop cleanly after this process has handled N closed live candles")
-    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash (default 100000)")
-    p.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in bps (default 10)")
-    p.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage per fill in bps (default 0)")
-    p.add_argument("--long-only", action="store_true", help="never open short positions")
-    p.add_argument("--warmup-bars", type=int, default=None,
-                   help="history candles fed to the strategy before trading (default: what it needs)")
-    p.add_argument("--poll-interval", type=float, default=10.0,
-                   help="longest sleep between REST polls in seconds (default 10)")
-    p.add_argument("--timeout-ms", type=int, default=10_000, help="HTTP timeout per request (default 10000)")
+    p.add_argument("--ws-stale-s", type=number(float, lo=0, hi=3600, lo_open=True), default=None,
+                   help="reconnect a websocket that is quiet this long, in (0, 3600] s "
+                        "(default: 2 timeframes, max 120 s)")
+    p.add_argument("--max-bars", type=number(int, lo=1, hi=10**9), default=None,
+                   help="stop cleanly after this process has handled N (>= 1) closed live candles")
+    add_money_flags(p)
+    p.add_argument("--warmup-bars", type=number(int, lo=0, hi=10**7), default=None,
+                   help="history candles (>= 0) fed to the strategy before trading (default: what it needs)")
+    p.add_argument("--poll-interval", type=number(float, lo=0, hi=3600, lo_open=True), default=10.0,
+                   help="longest sleep between REST polls in seconds, in (0, 3600] (default 10)")
+    p.add_argument("--timeout-ms", type=number(int, lo=1, hi=600_000), default=10_000,
+                   help="HTTP timeout per request in ms, in [1, 600000] (default 10000)")
+    p.add_argument("--lease-stale-s", type=number(float, lo=1, hi=86_400), default=DEFAULT_STALE_AFTER_S,
+                   help="another host may take the run over after this many seconds without a heartbeat "
+                        f"from its owner (default {DEFAULT_STALE_AFTER_S:g}; on the same host a dead owner "
+                        "is replaced at once)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-candle log lines")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     try:
@@ -83,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def validate(args: argparse.Namespace) -> int:
+    """Checks beyond single flags, before anything is opened or written; returns the timeframe in ms."""
+    try:
+        tf_ms = timeframe_to_ms(args.timeframe)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.strategy == "score":
+        from strategies.score_cli import score_config
+
+        try:
+            score_config({**vars(args), "timeframe_ms": tf_ms})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return tf_ms
+
+
 @dataclass
 class RunPlan:
     run_id: str
@@ -92,42 +122,60 @@ class RunPlan:
 
 
 def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_ms: int,
-             stop: threading.Event) -> RunPlan:
-    """Resume the named run, or create a new one whose live trading starts with the next candle."""
-    existing = find_run_by_name(db, args.run_name) if args.run_name else None
-    if existing is not None:
-        expected = {"mode": "paper", "strategy": args.strategy, "symbol": args.symbol,
-                    "timeframe": args.timeframe, "exchange": args.exchange}
-        actual = {k: getattr(existing, k) for k in expected}
-        if actual != expected:
-            diff = ", ".join(f"{k}: stored {actual[k]!r} vs given {expected[k]!r}" for k in expected
-                             if actual[k] != expected[k])
-            raise UsageError(f"run {args.run_name!r} exists with other settings ({diff}); use another --run-name")
-        stored, given = existing.params or {}, _money_and_model_settings(args, strategy)
-        changed = [f"{k}: stored {stored.get(k)!r} vs given {v!r}" for k, v in given.items()
-                   if k in stored and stored.get(k) != v]
-        if existing.initial_cash != args.cash:
-            changed.insert(0, f"cash: stored {existing.initial_cash!r} vs given {args.cash!r}")
-        if changed:
-            raise UsageError(f"run {args.run_name!r} was started with other settings ({'; '.join(changed)}); "
-                             "resume it with the same options or use another --run-name")
-        since = (existing.last_bar_ts + tf_ms) if existing.last_bar_ts is not None \
-            else int(existing.params.get("history_from_ts"))
-        return RunPlan(existing.id, int(existing.trade_from_ts), since, True)
-    now = call_with_retry(client.server_time_ms, what="fetch_time", stop_event=stop, logger=log)
-    trade_from = (now // tf_ms) * tf_ms  # the candle in progress now is the first live one
-    warmup = args.warmup_bars if args.warmup_bars is not None else strategy.warmup_bars(tf_ms)
-    since = trade_from - warmup * tf_ms
-    params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet")}
-    params["history_from_ts"] = since
-    params["warmup_bars"] = warmup
-    cfg = getattr(strategy, "config", None)
-    params["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
-    run_id = create_run(db, RunSpec(mode="paper", strategy=args.strategy, initial_cash=args.cash, params=params,
-                                    name=args.run_name, symbol=args.symbol, exchange=args.exchange,
-                                    timeframe=args.timeframe, data_source=_source(args),
-                                    trade_from_ts=trade_from))
-    return RunPlan(run_id, trade_from, since, False)
+             stop: threading.Event, me: LeaseOwner) -> RunPlan:
+    """Resume the named run, or create a new one whose live trading starts with the next candle.
+
+    Either way this process holds the run's lease when this returns (LeaseHeld otherwise),
+    and nothing of the run has been written before the lease was ours.
+    """
+    for _ in range(3):
+        existing = find_run_by_name(db, args.run_name) if args.run_name else None
+        if existing is not None:
+            _check_resumable(args, existing, strategy)
+            acquire_lease(db, existing.id, me, run_label=repr(args.run_name), stale_after_s=args.lease_stale_s)
+            current = get_run(db, existing.id)  # the previous owner may have committed more candles meanwhile
+            assert current is not None
+            since = (current.last_bar_ts + tf_ms) if current.last_bar_ts is not None \
+                else int(current.params.get("history_from_ts"))
+            return RunPlan(current.id, int(current.trade_from_ts), since, True)
+        now = call_with_retry(client.server_time_ms, what="fetch_time", stop_event=stop, logger=log)
+        trade_from = (now // tf_ms) * tf_ms  # the candle in progress now is the first live one
+        warmup = args.warmup_bars if args.warmup_bars is not None else strategy.warmup_bars(tf_ms)
+        since = trade_from - warmup * tf_ms
+        params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet")}
+        params["history_from_ts"] = since
+        params["warmup_bars"] = warmup
+        cfg = getattr(strategy, "config", None)
+        params["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+        try:
+            run_id = create_run(db, RunSpec(mode="paper", strategy=args.strategy, initial_cash=args.cash,
+                                            params=params, name=args.run_name, symbol=args.symbol,
+                                            exchange=args.exchange, timeframe=args.timeframe,
+                                            data_source=_source(args), trade_from_ts=trade_from),
+                                extra_rows=[me.new_row()])  # born leased: no window for a second process
+        except RunNameTaken:
+            continue  # another process created it a moment ago: resume it, or refuse if it is held
+        return RunPlan(run_id, trade_from, since, False)
+    raise StoreError(f"run {args.run_name!r} keeps appearing and disappearing; is another program deleting it?")
+
+
+def _check_resumable(args: argparse.Namespace, existing: Any, strategy: Any) -> None:
+    """Refuse (UsageError) to resume a run with settings that would change its stored candles' results."""
+    expected = {"mode": "paper", "strategy": args.strategy, "symbol": args.symbol,
+                "timeframe": args.timeframe, "exchange": args.exchange}
+    actual = {k: getattr(existing, k) for k in expected}
+    if actual != expected:
+        diff = ", ".join(f"{k}: stored {actual[k]!r} vs given {expected[k]!r}" for k in expected
+                         if actual[k] != expected[k])
+        raise UsageError(f"run {args.run_name!r} exists with other settings ({diff}); use another --run-name")
+    stored, given = existing.params or {}, _money_and_model_settings(args, strategy)
+    changed = [f"{k}: stored {stored.get(k)!r} vs given {v!r}" for k, v in given.items()
+               if k in stored and stored.get(k) != v]
+    if existing.initial_cash != args.cash:
+        changed.insert(0, f"cash: stored {existing.initial_cash!r} vs given {args.cash!r}")
+    if changed:
+        raise UsageError(f"run {args.run_name!r} was started with other settings ({'; '.join(changed)}); "
+                         "resume it with the same options or use another --run-name")
 
 
 def _money_and_model_settings(args: argparse.Namespace, strategy: Any) -> dict[str, Any]:
@@ -142,7 +190,8 @@ def _money_and_model_settings(args: argparse.Namespace, strategy: Any) -> dict[s
 
 
 def _source(args: argparse.Namespace) -> str:
-    return f"{args.exchange}:{args.symbol}:{args.timeframe}" + (f" via {args.exchange_url}" if args.exchange_url else "")
+    via = f" via {mask_url(args.exchange_url)}" if args.exchange_url else ""
+    return f"{args.exchange}:{args.symbol}:{args.timeframe}{via}"
 
 
 def log_line(outcome: BarOutcome) -> str:
@@ -170,30 +219,31 @@ def finish_run(db: Any, session: PaperSession, tf_ms: int, status: str) -> None:
         series = BarSeries.from_bars(bars, tf_ms)
         result = measure(series, ev, session.engine.broker.status, session.engine.config, session.trade_from_ms)
         update_run_results(db, session.run_id, metrics=result.metrics,
-                           report={"buy_and_hold": result.buy_and_hold}, status=status)
+                           report={"buy_and_hold": result.buy_and_hold}, status=status,
+                           lease_token=session.lease_token)
     else:
-        mark_run(db, session.run_id, status)
+        mark_run(db, session.run_id, status, lease_token=session.lease_token)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        tf_ms = validate(args)
+    except UsageError as exc:
+        return print_error(exc)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_masking()
     logging.getLogger("ccxt").setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: (stop.set(), log.info("stop requested: finishing the current candle")))
     session: PaperSession | None = None
     db = None
+    me = LeaseOwner.me()
+    plan: RunPlan | None = None
+    keeper: LeaseKeeper | None = None
     try:
-        if args.max_bars is not None and args.max_bars < 1:
-            raise UsageError("--max-bars must be >= 1")
-        if not args.cash > 0 or args.fee_bps < 0 or args.slippage_bps < 0:
-            raise UsageError("--cash must be positive; --fee-bps and --slippage-bps must be >= 0")
-        try:
-            tf_ms = timeframe_to_ms(args.timeframe)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
         db = init_db(args.db)
         from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream
 
@@ -202,14 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         options = vars(args).copy()
         options["timeframe_ms"] = tf_ms
         strategy = make_strategy(args.strategy, options)
-        plan = plan_run(args, db, client, strategy, tf_ms, stop)
+        plan = plan_run(args, db, client, strategy, tf_ms, stop, me)
+        keeper = LeaseKeeper(db, plan.run_id, me.token, interval_s=max(0.2, args.lease_stale_s / 4),
+                             on_lost=lambda exc: stop.set()).start()
         config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
                               long_only=args.long_only)
         if plan.resumed and isinstance(strategy, ScoreReversion):
             stored = load_model_versions(db, plan.run_id)
             strategy.preload_folds([(r.checkpoint, r.losses, r.sample_check) for r in stored if r.checkpoint])
-        session = PaperSession(db, plan.run_id, strategy, config, plan.trade_from_ms)
-        mark_run(db, plan.run_id, "running")
+        session = PaperSession(db, plan.run_id, strategy, config, plan.trade_from_ms, lease_token=me.token)
+        mark_run(db, plan.run_id, "running", lease_token=me.token)
         if plan.resumed:
             bars = load_run_bars(db, plan.run_id)
             n = session.replay(bars)
@@ -240,31 +292,48 @@ def main(argv: list[str] | None = None) -> int:
                 live_done += 1
                 if args.max_bars is not None and live_done >= args.max_bars:
                     break
+        _raise_if_lost(keeper)
         session.flush()
         finish_run(db, session, tf_ms, "stopped")
         log.info("stopped after %d live candles; resume with the same --run-name", live_done)
         return 0
     except FeedStopped:
+        if keeper is not None and keeper.lost is not None:
+            return print_error(keeper.lost)
         if session is not None and db is not None:
             session.flush()
-            finish_run(db, session, timeframe_to_ms(args.timeframe), "stopped")
+            finish_run(db, session, tf_ms, "stopped")
         return 0
+    except (LeaseHeld, LeaseLost) as exc:  # the run is someone else's: write nothing to it
+        return print_error(exc)
     except (UsageError, DataError, StoreError, FatalFeedError, ReplayMismatch, ValueError) as exc:
         _fail(db, session, exc)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(exc)
     except FeedError as exc:
         _fail(db, session, exc)
-        print(f"error: exchange unavailable: {exc}", file=sys.stderr)
-        return 3
+        return print_error(f"exchange unavailable: {exc}", status=3)
+    finally:
+        if keeper is not None:
+            keeper.stop()
+        if plan is not None and db is not None and (keeper is None or keeper.lost is None):
+            try:
+                release_lease(db, plan.run_id, me.token)
+            except Exception:  # a dead DB: the lease goes stale by itself
+                pass
+
+
+def _raise_if_lost(keeper: LeaseKeeper | None) -> None:
+    if keeper is not None and keeper.lost is not None:
+        raise keeper.lost
 
 
 def _fail(db: Any, session: PaperSession | None, exc: BaseException) -> None:
+    """Mark the run failed, only while this process still owns it (never someone else's run)."""
     if db is not None and session is not None:
         try:
             session.flush()
-            mark_run(db, session.run_id, "failed", f"{type(exc).__name__}: {exc}")
-        except Exception:  # the DB itself may be the problem; the message below still reaches the user
+            mark_run(db, session.run_id, "failed", f"{type(exc).__name__}: {exc}", lease_token=session.lease_token)
+        except Exception:  # the DB itself may be the problem, or the lease is gone; the message still goes out
             pass
 
 

@@ -50,9 +50,10 @@ class BarOutcome:
 
 class PaperSession:
     def __init__(self, db: DbEngine, run_id: str, strategy: Strategy, config: BrokerConfig,
-                 trade_from_ms: int) -> None:
+                 trade_from_ms: int, lease_token: str | None = None) -> None:
         self.db = db
         self.run_id = run_id
+        self.lease_token = lease_token  # every commit checks that this process still owns the run
         self.strategy = strategy
         self.engine = Engine(strategy, config, trade_from_ms=trade_from_ms)
         self.trade_from_ms = trade_from_ms
@@ -110,7 +111,7 @@ class PaperSession:
     def flush(self) -> None:
         """Commit buffered bars (one transaction)."""
         if self._pending_commits:
-            commit_bars(self.db, self.run_id, self._pending_commits)
+            commit_bars(self.db, self.run_id, self._pending_commits, lease_token=self.lease_token)
             self._pending_commits = []
 
     def _take_model_versions(self) -> list[ModelVersionRecord]:

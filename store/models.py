@@ -167,3 +167,19 @@ class BarRow(Base):
     low: Mapped[float] = mapped_column(Float)
     close: Mapped[float] = mapped_column(Float)
     volume: Mapped[float] = mapped_column(Float)
+
+
+class RunLeaseRow(Base):
+    """Which process drives a paper run now (one row per leased run; store/lease.py).
+
+    Taken by a compare-and-swap INSERT/UPDATE, renewed by a heartbeat and by every bar
+    commit, deleted on a clean stop. Times are the owner's wall clock, ms UTC.
+    """
+
+    __tablename__ = "run_leases"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    owner_token: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at_ms: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_at_ms: Mapped[int] = mapped_column(BigInteger)

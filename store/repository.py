@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine.loop import EngineEvents
 from engine.types import Bar, Fill, Order, SignalPoint, Trade
+from ground.redact import mask_secrets, mask_text
+from ground.strict_json import jsonable
 from models.records import ModelVersionRecord
+from store.db import StoreError
+from store.lease import verify_and_renew
 from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
                           TradeRow)
 from store.provenance import code_version, utc_now_iso
@@ -42,16 +47,50 @@ class RunSpec:
     trade_from_ts: int | None = None
 
 
-def create_run(engine: Engine, spec: RunSpec) -> str:
-    """Insert a run in status 'running' and commit it at once, so a crash is visible."""
+class RunNameTaken(StoreError):
+    """Another run already has this name (names are unique per database)."""
+
+
+def refuse_taken_name(engine: Engine, name: str) -> None:
+    """Raise :class:`RunNameTaken`, naming the run that owns ``name``, if there is one."""
+    existing = find_run_by_name(engine, name)
+    if existing is not None:
+        raise RunNameTaken(_name_taken_message(existing))
+
+
+def _name_taken_message(run: RunRow) -> str:
+    return (f"run name {run.name!r} is already used by run {run.id[:12]} ({run.mode} {run.strategy}, "
+            f"created {run.created_at}, status {run.status}); choose another name")
+
+
+def create_run(engine: Engine, spec: RunSpec, *, extra_rows: Sequence[Any] = ()) -> str:
+    """Insert a run in status 'running' and commit it at once, so a crash is visible.
+
+    URLs in the data source and parameters are stored masked (no credentials), and
+    non-finite numbers as null. ``extra_rows`` (e.g. the run's lease) are added in the
+    same transaction. A name already taken, even by a run inserted a moment ago by
+    another process, raises :class:`RunNameTaken` naming that run.
+    """
     run_id = uuid.uuid4().hex
     now = utc_now_iso()
-    with Session(engine) as session, session.begin():
-        session.add(RunRow(id=run_id, name=spec.name, mode=spec.mode, strategy=spec.strategy, engine=spec.engine,
-                           params=spec.params, symbol=spec.symbol, exchange=spec.exchange,
-                           timeframe=spec.timeframe, data_source=spec.data_source, data_hash=spec.data_hash,
-                           code_version=code_version(), status="running", created_at=now, updated_at=now,
-                           trade_from_ts=spec.trade_from_ts, initial_cash=spec.initial_cash, bars_processed=0))
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(RunRow(id=run_id, name=spec.name, mode=spec.mode, strategy=spec.strategy,
+                               engine=spec.engine, params=jsonable(mask_secrets(spec.params)), symbol=spec.symbol,
+                               exchange=spec.exchange, timeframe=spec.timeframe,
+                               data_source=mask_text(spec.data_source) if spec.data_source else spec.data_source,
+                               data_hash=spec.data_hash, code_version=code_version(), status="running",
+                               created_at=now, updated_at=now, trade_from_ts=spec.trade_from_ts,
+                               initial_cash=spec.initial_cash, bars_processed=0))
+            session.flush()  # the run row first: extra rows refer to it
+            for row in extra_rows:
+                setattr(row, "run_id", run_id)
+                session.add(row)
+    except IntegrityError:
+        existing = find_run_by_name(engine, spec.name) if spec.name is not None else None
+        if existing is None:
+            raise
+        raise RunNameTaken(_name_taken_message(existing)) from None
     return run_id
 
 
@@ -65,8 +104,13 @@ def get_run(engine: Engine, run_id: str) -> RunRow | None:
         return session.get(RunRow, run_id)
 
 
-def mark_run(engine: Engine, run_id: str, status: str, error: str | None = None) -> None:
+def mark_run(engine: Engine, run_id: str, status: str, error: str | None = None, *,
+             lease_token: str | None = None) -> None:
+    """Set a run's status (and error text, URLs masked); with ``lease_token``, only while the lease is ours."""
+    error = mask_text(error) if error else error
     with Session(engine) as session, session.begin():
+        if lease_token is not None:
+            verify_and_renew(session, run_id, lease_token)
         session.execute(update(RunRow).where(RunRow.id == run_id)
                         .values(status=status, error=error, updated_at=utc_now_iso()))
 
@@ -86,7 +130,7 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
             for ts, c, p, cl, e in zip(ev.equity_ts_ms, ev.equity_cash, ev.equity_position,
                                        ev.equity_close, ev.equity_quote)])
         session.execute(update(RunRow).where(RunRow.id == run_id).values(
-            status="completed", metrics=metrics, report=report, updated_at=utc_now_iso(),
+            status="completed", metrics=jsonable(metrics), report=jsonable(report), updated_at=utc_now_iso(),
             start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(ev.equity_ts_ms)))
 
 
@@ -110,11 +154,18 @@ def commit_bar(engine: Engine, run_id: str, change: BarCommit) -> None:
     commit_bars(engine, run_id, [change])
 
 
-def commit_bars(engine: Engine, run_id: str, changes: Sequence[BarCommit]) -> None:
-    """Several consecutive bars in one transaction (used for warm-up bars, which place no orders)."""
+def commit_bars(engine: Engine, run_id: str, changes: Sequence[BarCommit], *,
+                lease_token: str | None = None) -> None:
+    """Several consecutive bars in one transaction (used for warm-up bars, which place no orders).
+
+    With ``lease_token`` the transaction first checks that this process still owns the run
+    (and renews its heartbeat); if not, :class:`store.lease.LeaseLost` and nothing is written.
+    """
     if not changes:
         return
     with Session(engine) as session, session.begin():
+        if lease_token is not None:
+            verify_and_renew(session, run_id, lease_token)
         for change in changes:
             _write_bar_change(session, run_id, change)
         last = changes[-1].bar.ts_ms
@@ -181,15 +232,18 @@ def count_rows(engine: Engine, run_id: str) -> dict[str, int]:
 
 
 def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | None = None,
-                       report: dict[str, Any] | None = None, status: str | None = None) -> None:
+                       report: dict[str, Any] | None = None, status: str | None = None, *,
+                       lease_token: str | None = None) -> None:
     values: dict[str, Any] = {"updated_at": utc_now_iso()}
     if metrics is not None:
-        values["metrics"] = metrics
+        values["metrics"] = jsonable(metrics)
     if report is not None:
-        values["report"] = report
+        values["report"] = jsonable(report)
     if status is not None:
         values["status"] = status
     with Session(engine) as session, session.begin():
+        if lease_token is not None:
+            verify_and_renew(session, run_id, lease_token)
         session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
 

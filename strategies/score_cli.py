@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cli.args import number
 from models.losses import OBJECTIVES
 from models.training import TrainConfig
 from models.walk_forward import MS_PER_DAY, WalkForwardConfig
@@ -19,22 +20,29 @@ DEFAULT_RETRAIN_BARS = 720
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("score strategy (walk-forward score model)")
-    g.add_argument("--train-days", type=float, default=None,
+    g.add_argument("--train-days", type=number(float, lo=0, hi=36_500, lo_open=True), default=None,
                    help="rolling training window in days (default: 8,760 bars = 365 days of 1h bars)")
-    g.add_argument("--retrain-days", type=float, default=None,
+    g.add_argument("--retrain-days", type=number(float, lo=0, hi=36_500, lo_open=True), default=None,
                    help="days traded per frozen model (default: 720 bars = 30 days of 1h bars)")
     g.add_argument("--objective", default="dsm", choices=sorted(OBJECTIVES), help="score-matching objective")
-    g.add_argument("--seed", type=int, default=0, help="seed of model init, batches and noise (default 0)")
-    g.add_argument("--threshold-quantile", type=float, default=0.99,
+    g.add_argument("--seed", type=number(int, lo=0, hi=2**32 - 1),
+                   default=0, help="seed of model init, batches and noise (default 0)")
+    g.add_argument("--threshold-quantile", type=number(float, lo=0, hi=1, lo_open=True), default=0.99,
                    help="entry threshold: this quantile of |signal| on the training window (default 0.99)")
-    g.add_argument("--signal-sigma", type=float, default=0.6, help="noise level of the signal's score (default 0.6)")
-    g.add_argument("--max-hold-bars", type=int, default=48, help="exit after this many bars (default 48)")
-    g.add_argument("--stop-loss-pct", type=float, default=5.0, help="protective stop distance in %% (0 = none)")
-    g.add_argument("--unusual-gate", type=float, default=None,
+    g.add_argument("--signal-sigma", type=number(float, lo=0, hi=1_000, lo_open=True),
+                   default=0.6, help="noise level of the signal's score (default 0.6)")
+    g.add_argument("--max-hold-bars", type=number(int, lo=1, hi=10**7),
+                   default=48, help="exit after this many bars (default 48)")
+    g.add_argument("--stop-loss-pct", type=number(float, lo=0, hi=100, hi_open=True),
+                   default=5.0, help="protective stop distance in %% (0 = none)")
+    g.add_argument("--unusual-gate", type=number(float, lo=0, hi=1, lo_open=True), default=None,
                    help="skip entries when the state's unusualness quantile exceeds this (e.g. 0.999)")
-    g.add_argument("--train-steps", type=int, default=1000, help="Adam steps of the first fit (default 1000)")
-    g.add_argument("--warm-steps", type=int, default=150, help="Adam steps of each warm-started refit (default 150)")
-    g.add_argument("--hidden", type=int, default=128, help="width of the score network's hidden layers")
+    g.add_argument("--train-steps", type=number(int, lo=1, hi=10**7),
+                   default=1000, help="Adam steps of the first fit (default 1000)")
+    g.add_argument("--warm-steps", type=number(int, lo=0, hi=10**7),
+                   default=150, help="Adam steps of each warm-started refit (default 150)")
+    g.add_argument("--hidden", type=number(int, lo=1, hi=8192),
+                   default=128, help="width of the score network's hidden layers")
 
 
 def score_config(options: dict[str, Any]) -> ScoreReversionConfig:

@@ -72,7 +72,8 @@ def test_bad_data_is_one_clear_error_and_nothing_is_written(tmp_path: Path, caps
 def test_bad_arguments_exit_2_with_one_line(candles: Path, tmp_path: Path, capsys) -> None:
     rc = run_backtest.main(["--data", str(candles), "--cash", "-5", "--db", str(tmp_path / "x.db")])
     err = capsys.readouterr().err
-    assert rc == 2 and err.strip() == "error: --cash must be positive, got -5.0"
+    # argparse checks --cash now (issue 8): same one line and exit 2, its message names the allowed range
+    assert rc == 2 and err.strip() == "error: --cash must be a finite number in (0, 1e+15], got -5.0"
 
 
 def test_a_crash_mid_run_marks_the_run_failed_and_writes_no_rows(candles: Path, tmp_path: Path, capsys,

@@ -1,0 +1,1 @@
+"""Shared pieces of the command-line programs: argument types, one-line usage errors, strict JSON."""

@@ -1,0 +1,1 @@
+"""The ground layer: small helpers every other package may use. Imports nothing of ours."""
