@@ -1,7 +1,7 @@
 """The ``inspect_trades.py`` command line: argparse, dispatch, and one-line errors.
 
 Exit status: 0 success, 1 an error the user can fix (printed as one line on
-stderr, never a traceback), 2 bad command-line usage (argparse), 130 Ctrl-C.
+stderr, never a traceback), 2 bad command-line usage (also one line), 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from cli.args import CliParser, UsageError, finite_float, number, print_error
 from inspect_tools import commands
 from inspect_tools.errors import InspectError
 from inspect_tools.export import FORMATS
@@ -35,7 +36,7 @@ The database is opened read-only: safe to run against a paper trader's live file
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog=PROG, description="Inspect stored backtest and paper runs: list, show, export, compare, report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default=DEFAULT_DB_URL,
@@ -69,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run(p)
     p.add_argument("--side", choices=("long", "short"), help="only long or only short trades")
     _time_range(p, "entry (fill) time")
-    p.add_argument("--min-pnl", type=float, metavar="QUOTE", help="only trades with net P&L ≥ this (quote currency)")
-    p.add_argument("--max-pnl", type=float, metavar="QUOTE", help="only trades with net P&L ≤ this (quote currency)")
+    p.add_argument("--min-pnl", type=finite_float, metavar="QUOTE", help="only trades with net P&L ≥ this (quote currency)")
+    p.add_argument("--max-pnl", type=finite_float, metavar="QUOTE", help="only trades with net P&L ≤ this (quote currency)")
     p.add_argument("--reason", action="append", metavar="REASON",
                    help="only these exit reasons (e.g. signal, stop, max_hold); repeat or comma-separate")
     _format(p)
@@ -115,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(str(exc), 2)
     try:
         with open_reader(args.db) as reader:
             args.handler(args, reader, sys.stdout)
@@ -139,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, status: int = 1) -> int:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-    return status
+    return print_error(message, status, prefix=f"{PROG}: error: ")
 
 
 def _first_line(text: str) -> str:
@@ -171,14 +174,7 @@ def _time_range(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"before this {what}, exclusive (a bare date is its midnight UTC, as --end elsewhere)")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
-    return value
+_non_negative_int = number(int, lo=0, hi=10**9)
 
 
 def _size_arg(text: str) -> tuple[int, int]:
@@ -189,3 +185,4 @@ def _size_arg(text: str) -> tuple[int, int]:
     if not (100 <= width <= 10_000 and 100 <= height <= 10_000):
         raise argparse.ArgumentTypeError(f"PNG size must be 100..10000 px per side, got {text!r}")
     return width, height
+_size_arg.numeric = True  # type: ignore[attr-defined]  # found by the every-numeric-flag test

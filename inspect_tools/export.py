@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from typing import Any, Iterable, Sequence, TextIO
 
+from ground.strict_json import jsonable
 from inspect_tools.timefmt import ms_to_iso
 
 FORMATS = ("table", "csv", "json")
@@ -43,17 +43,7 @@ def write_rows(stream: TextIO, fmt: str, fields: Sequence[str], rows: Iterable[d
         raise ValueError(f"not an export format: {fmt!r}")
 
 
-def json_safe(value: Any) -> Any:
-    """Recursively replace non-finite floats with None and bytes with their length."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value)} bytes>"
-    return value
+json_safe = jsonable  # one strict-JSON conversion for every --json/--format json output
 
 
 def _csv_cell(value: Any) -> str:

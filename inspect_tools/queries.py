@@ -10,7 +10,6 @@ conversion, so ints stay ints and missing values stay None.
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -19,6 +18,7 @@ import numpy as np
 from sqlalchemy import Connection, case, func, inspect, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ground.redact import mask_secrets, mask_text
 from inspect_tools.errors import InspectError
 from inspect_tools.timefmt import TimeRange
 from store.db import StoreError, init_db
@@ -28,7 +28,6 @@ from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow,
 Row = dict[str, Any]
 _HEX = set("0123456789abcdef")
 _MAX_CANDIDATES = 10
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 @contextmanager
@@ -113,7 +112,8 @@ class StoreReader:
         row = self.conn.execute(select(RunRow.__table__).where(RunRow.id == run_id)).first()
         if row is None:
             raise InspectError(f"run {run_id} not found")
-        return row._asdict()
+        # Runs stored before URLs were masked may still hold credentials: never show them.
+        return mask_secrets(row._asdict())
 
     def resolve(self, ref: str) -> Row:
         """A run by exact id, exact name, or unique id prefix (case-insensitive hex)."""
@@ -252,7 +252,7 @@ def drawdown(equity: np.ndarray, initial_cash: float | None = None) -> np.ndarra
 
 def _hide_password(message: str) -> str:
     """Never echo a database password (in a URL like postgresql://user:secret@host/db)."""
-    return _URL_PASSWORD.sub(r"\1***@", message)
+    return mask_text(message)
 
 
 def _candidate(row: Row) -> str:

@@ -18,3 +18,6 @@ def time_arg(text: str) -> TimeBound:
         return parse_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+time_arg.numeric = True  # type: ignore[attr-defined]  # epoch ms accepted: covered by the every-numeric-flag test
