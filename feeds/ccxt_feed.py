@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import queue
 import threading
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -35,6 +38,7 @@ from feeds.ccxt_candles import closed_bars, rows_problem, timeframe_ms
 from feeds.ccxt_live import LiveCandleFeed, StreamEvent
 from feeds.errors import FatalFeedError, FeedError, RateLimitedError, RetryableFeedError
 from feeds.retry import RetryPolicy
+from ground.redact import mask_text, mask_url
 
 __all__ = ["CcxtCandleClient", "CcxtKlineStream", "LiveCandleFeed", "make_exchange",
            "open_live_feed", "translate_ccxt_error"]
@@ -104,7 +108,7 @@ def _api_keys_from_env(exchange_id: str) -> tuple[str | None, str | None]:
 def _check_base_url(exchange_url: str) -> str:
     parts = urlsplit(exchange_url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise FatalFeedError(f"exchange_url must look like http://127.0.0.1:PORT, got {exchange_url!r}")
+        raise FatalFeedError(f"exchange_url must look like http://127.0.0.1:PORT, got {mask_url(exchange_url)!r}")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
@@ -130,7 +134,7 @@ def _assert_all_on(api: dict[str, Any], base: str) -> None:
         elif isinstance(value, str):
             got = urlsplit(value)
             if (got.hostname, got.port) != (want.hostname, want.port):
-                raise RuntimeError(f"URL {value!r} escaped the rewrite to {base!r}")
+                raise RuntimeError(f"URL {mask_url(value)!r} escaped the rewrite to {mask_url(base)!r}")
 
 
 # ---------------------------------------------------------------------- error translation
@@ -143,7 +147,7 @@ def translate_ccxt_error(exc: BaseException, what: str, ex: Any = None) -> FeedE
     AuthenticationError, NotSupported, ...) and anything else from ccxt are fatal.
     """
     name = type(exc).__name__
-    detail = " ".join(str(exc).split())[:300]
+    detail = " ".join(mask_text(str(exc)).split())[:300]
     if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
         return RateLimitedError(f"{what}: rate limited by the exchange ({name}: {detail})",
                                 retry_after_s=_retry_after_s(ex))
@@ -160,12 +164,22 @@ def translate_ccxt_error(exc: BaseException, what: str, ex: Any = None) -> FeedE
 
 
 def _retry_after_s(ex: Any) -> float | None:
+    """The Retry-After header of the last response in seconds (delta-seconds or an HTTP date), or None."""
     headers = getattr(ex, "last_response_headers", None) or {}
-    try:
-        value = headers.get("Retry-After") if hasattr(headers, "get") else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+    if not hasattr(headers, "items"):
         return None
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(str(value))
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 # ---------------------------------------------------------------------- REST candle client

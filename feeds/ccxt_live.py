@@ -30,6 +30,7 @@ log = logging.getLogger("feeds.live")
 
 # Live feeds keep trying through outages of any length (a paper trader should resume by
 # itself); each retry is logged and SIGTERM (the stop event) ends the wait at once.
+HOLE_FIRST_WAIT_S = 0.25  # first re-fetch of a candle missing while later ones exist; doubles each time
 LIVE_RETRY_POLICY = RetryPolicy(base_delay_s=1.0, max_delay_s=60.0, rate_limit_delay_s=30.0,
                                 max_attempts=None, max_elapsed_s=None)
 
@@ -114,6 +115,7 @@ class LiveCandleFeed(Iterator[Bar]):
         self._owns_client = owns_client
         self._pending: deque[tuple[Bar, CandleTiming]] = deque()
         self._hole_seen: dict[int, tuple[int, float]] = {}  # open ts -> (re-fetches, first seen)
+        self._rest_not_before = 0.0  # monotonic: while a hole is waited out, no REST poll before this
         self._symbol_checked = False
         self._stream_started = False
         self._caught_up = False  # ws mode: REST back-fill done since the last (re)connect
@@ -174,6 +176,7 @@ class LiveCandleFeed(Iterator[Bar]):
     def _emit(self, bar: Bar, timing: CandleTiming) -> Bar:
         self.next_ts_ms = bar.ts_ms + self.tf_ms
         self._hole_seen.clear()
+        self._rest_not_before = 0.0
         self.stats[timing.source] += 1
         self.last_timing = timing
         if self.on_candle is not None:
@@ -206,11 +209,16 @@ class LiveCandleFeed(Iterator[Bar]):
             seen += 1
             self._hole_seen[self.next_ts_ms] = (seen, since)
             # Skip only after several re-fetches AND some wall time: a glitch of a fraction of a
-            # second must not become a permanent gap (and a backtest/paper mismatch).
-            if seen <= self.gap_refetches or time.monotonic() - since < self.gap_min_wait_s:
-                log.info("%s %s: candle %d missing while later ones exist; re-fetching (%d/%d)",
-                         self.symbol, self.timeframe, self.next_ts_ms, seen, self.gap_refetches)
-                return self.poll_interval_s
+            # second must not become a permanent gap (and a backtest/paper mismatch). The
+            # re-fetches back off exponentially, so a hole costs a handful of requests, not one
+            # per poll interval (or, in websocket mode, one per socket message).
+            schedule = self._hole_schedule_s()
+            if seen <= len(schedule):
+                wait_s = schedule[seen - 1]
+                log.info("%s %s: candle %d missing while later ones exist; re-fetch %d/%d in %.2fs",
+                         self.symbol, self.timeframe, self.next_ts_ms, seen, len(schedule), wait_s)
+                self._rest_not_before = time.monotonic() + wait_s
+                return wait_s
             missing = (first - self.next_ts_ms) // self.tf_ms
             log.warning("%s %s: exchange has no candle(s) from %d to %d (%d missing); skipping the gap",
                         self.symbol, self.timeframe, self.next_ts_ms, first - self.tf_ms, missing)
@@ -225,6 +233,18 @@ class LiveCandleFeed(Iterator[Bar]):
             expect += self.tf_ms
         return 0.0
 
+    def _hole_schedule_s(self) -> list[float]:
+        """Waits before each re-fetch of a candle missing while later ones exist: 0.25 s doubling
+        (at most one timeframe), at least ``gap_refetches`` of them, adding up to ``gap_min_wait_s``.
+        After the last one the candle is skipped as a gap."""
+        waits: list[float] = []
+        while len(waits) < self.gap_refetches or sum(waits) < self.gap_min_wait_s - 1e-9:
+            wait = min(self.tf_ms / 1000.0, HOLE_FIRST_WAIT_S * 2.0 ** len(waits))
+            if len(waits) >= self.gap_refetches:
+                wait = min(wait, self.gap_min_wait_s - sum(waits))
+            waits.append(max(self.min_wait_s, wait))
+        return waits
+
     def _wait_until_close_s(self, server_now_ms: int) -> float:
         until_close_s = (self.next_ts_ms + self.tf_ms - server_now_ms) / 1000.0 + self.post_close_delay_s
         return min(self.poll_interval_s, max(self.min_wait_s, until_close_s))
@@ -236,14 +256,17 @@ class LiveCandleFeed(Iterator[Bar]):
         if not self._stream_started:
             self.stream.start()
             self._stream_started = True
-        if not self._caught_up:
+        now = time.monotonic()
+        if not self._caught_up and now < self._rest_not_before:
+            deadline = self._rest_not_before  # a missing candle is being waited out: listen meanwhile
+        elif not self._caught_up:
             wait_s = self._refill(grace_ms=0)
             if self._pending:
                 return None
-            self._caught_up = True  # REST has nothing more: from now on, listen
-            deadline = time.monotonic() + min(wait_s, self.poll_interval_s)
+            self._caught_up = not self._hole_seen  # REST has nothing more: from now on, listen
+            deadline = time.monotonic() + min(wait_s, self.poll_interval_s if self._caught_up else wait_s)
         else:
-            deadline = time.monotonic() + self.poll_interval_s
+            deadline = now + self.poll_interval_s
         while True:
             if self.stop_event.is_set():
                 raise FeedStopped("stop requested")
@@ -268,7 +291,11 @@ class LiveCandleFeed(Iterator[Bar]):
             if bar.ts_ms == self.next_ts_ms:
                 return self._emit(bar, CandleTiming(bar.ts_ms, "ws", time.time(), None))
             self._caught_up = False  # the socket skipped candles: back-fill over REST
+            if time.monotonic() < self._rest_not_before:
+                continue  # ... once the missing candle's back-off has passed
             return None
+        if not self._caught_up:
+            return None  # the back-off of a missing candle is over: REST again
         # Nothing on the socket for a while: make sure no candle is overdue (safety net).
         self._refill(grace_ms=self.ws_grace_ms)
         return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from feeds.errors import FeedStopped, RateLimitedError, RetryableFeedError
+from ground.redact import mask_text
 
 T = TypeVar("T")
 
@@ -30,24 +31,33 @@ class RetryPolicy:
 
     Delay before retry ``n`` (1-based) = ``min(max_delay_s, base_delay_s * multiplier**(n-1))``,
     spread by ±``jitter_ratio`` so many clients do not retry in lock-step. After a
-    rate limit the delay is at least ``rate_limit_delay_s`` (or the exchange's own
-    Retry-After hint, capped at ``max_delay_s``).
+    rate limit (HTTP 418/429):
+
+    * with the exchange's own ``Retry-After`` hint, wait exactly that long (a shorter hint
+      is honoured too), but at least ``retry_after_floor_s`` and at most ``max_delay_s``,
+      plus up to ``jitter_ratio`` more (never less than the exchange asked for);
+    * without a hint, at least ``rate_limit_delay_s``.
     """
 
     base_delay_s: float = 0.5  # first back-off
     multiplier: float = 2.0  # growth per attempt
     max_delay_s: float = 30.0  # cap on a single wait
-    rate_limit_delay_s: float = 10.0  # minimum wait after HTTP 418/429
+    rate_limit_delay_s: float = 10.0  # minimum wait after HTTP 418/429 without a Retry-After hint
+    retry_after_floor_s: float = 1.0  # never retry sooner than this after a rate limit, whatever the hint
     jitter_ratio: float = 0.1  # uniform ±10 % spread; 0 = deterministic
     max_attempts: int | None = 8  # total calls incl. the first; None = unlimited
     max_elapsed_s: float | None = None  # give up once this much time has passed; None = unlimited
 
     def delay_s(self, retry_number: int, error: BaseException | None = None) -> float:
         """Seconds to wait before retry ``retry_number`` (1 = first retry) after ``error``."""
+        if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
+            delay = min(self.max_delay_s, max(self.retry_after_floor_s, error.retry_after_s))
+            if self.jitter_ratio > 0:  # only later: retrying before Retry-After risks a ban (418)
+                delay *= 1.0 + random.uniform(0.0, self.jitter_ratio)
+            return delay
         delay = min(self.max_delay_s, self.base_delay_s * self.multiplier ** max(0, retry_number - 1))
         if isinstance(error, RateLimitedError):
-            hinted = error.retry_after_s if error.retry_after_s is not None else 0.0
-            delay = max(delay, min(self.max_delay_s, max(self.rate_limit_delay_s, hinted)))
+            delay = max(delay, min(self.max_delay_s, self.rate_limit_delay_s))
         if self.jitter_ratio > 0:
             delay *= 1.0 + random.uniform(-self.jitter_ratio, self.jitter_ratio)
         return max(0.0, delay)
@@ -114,5 +124,5 @@ def call_with_retry(
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(mask_text(str(exc)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,6 +1,7 @@
 """Open a database by URL (or plain file path), enable WAL for SQLite, check the schema version."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
     if sqlite_path is not None and sqlite_path.is_dir():
         raise StoreError(f"{sqlite_path} is a directory, not a database file")
     if sqlite_path is not None and not read_only and create:
-        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        _prepare_folder(sqlite_path)
     try:
         if sqlite_path is not None and read_only:
             engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
@@ -53,6 +54,22 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
         engine.dispose()
         raise StoreError(f"cannot open {_safe(url)}: {_first_line(exc)}") from None
     return engine
+
+
+def _prepare_folder(path: Path) -> None:
+    """Create the database file's folder; refuse (StoreError) a folder we cannot write to.
+
+    SQLite in WAL mode writes ``-wal``/``-shm`` files beside the database, so even an
+    existing database needs a writable folder.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of database {path}: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write database {path}: its folder {path.parent} is read-only")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"cannot write database {path}: the file is read-only")
 
 
 def _safe(url: str) -> str:

@@ -84,6 +84,7 @@ class _Fault:
     ts_ms: int | None = None
     stall_s: float | None = None
     skip: int = 0  # let this many matching requests through first
+    retry_after: str | None = None  # Retry-After header of an http_418/http_429 (default "1")
 
     def active(self, now: float) -> bool:
         if self.until is not None and now >= self.until:
@@ -178,10 +179,11 @@ class LoopbackExchange:
     # ------------------------------------------------------------------ faults + log
     def inject(self, kind: str, count: int | None = 1, *, duration_s: float | None = None,
                path: str | None = None, ts_ms: int | None = None, stall_s: float | None = None,
-               skip: int = 0) -> None:
+               skip: int = 0, retry_after: str | None = None) -> None:
         """Schedule a fault (see the module docstring). ``count=None`` with ``duration_s``:
         every matching request until the deadline. ``skip``: let that many matching
-        requests through unharmed first (e.g. fail the 2nd page of a download)."""
+        requests through unharmed first (e.g. fail the 2nd page of a download). ``retry_after``:
+        the Retry-After header value sent with http_418/http_429 (default "1")."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
         now = time.monotonic()
@@ -204,7 +206,7 @@ class LoopbackExchange:
             now_ms = self.server_time_ms()
             ts_ms = self._current_open(now_ms)
         fault = _Fault(kind, count, None if duration_s is None else now + duration_s, path, ts_ms,
-                       stall_s, skip)
+                       stall_s, skip, retry_after)
         if fault.remaining is None and fault.until is None:
             raise ValueError("give a count or a duration_s")
         with self._lock:
@@ -419,7 +421,7 @@ class LoopbackExchange:
                 code = int(fault.kind.split("_")[1])
                 text = {500: "Internal Server Error", 503: "Service Unavailable",
                         418: "I'm a teapot", 429: "Too Many Requests"}[code]
-                headers = {"Retry-After": "1"} if code in (418, 429) else {}
+                headers = {"Retry-After": fault.retry_after or "1"} if code in (418, 429) else {}
                 return web.Response(status=code, text=_HTML_ERROR.format(code=code, text=text),
                                     content_type="text/html", headers=headers)
         try:

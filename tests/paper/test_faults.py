@@ -82,7 +82,7 @@ PROCESSES: dict[str, Process] = {
         # left out of the next 2 kline responses (the feed re-fetches twice before it gives up on a candle)
         Fault("missing_candle", "missing_candle",
               _freeze_and_jump(lambda s, x: s.inject("missing_candle", count=2, ts_ms=x)),
-              "missing while later ones exist; re-fetching (2/2)"),
+              "missing while later ones exist; re-fetch 2/"),  # issue 8: counts were "(13/2)"
         Fault("duplicate_candle", "duplicate_candle",
               _freeze_and_jump(lambda s, x: s.inject("duplicate_candle", count=2)), None),
     )),
