@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException as exc:
             mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
-    except (UsageError, DataError, StoreError, ValueError) as exc:
+    except (UsageError, DataError, StoreError, ValueError, OSError) as exc:  # OSError: e.g. an unreadable --data
         return print_error(exc)
     except KeyboardInterrupt:
         err.print("interrupted; the run is marked failed")

@@ -124,7 +124,7 @@ class StoreReader:
         for column in (RunRow.id, RunRow.name):
             row = self.conn.execute(select(table).where(column == text)).first()
             if row is not None:
-                return row._asdict()
+                return mask_secrets(row._asdict())
         prefix = text.lower()
         matches: list[Row] = []
         if set(prefix) <= _HEX:
