@@ -66,13 +66,14 @@ def buy_and_hold_metrics(series: BarSeries, config: BrokerConfig) -> dict[str, A
     """Buy-and-hold under the same fees and fill rules, as a pure function of the bars."""
     eq = buy_and_hold_equity(series.open, series.close, config.cash_quote, config.fee_bps, config.slippage_bps)
     position = np.zeros(len(eq))
-    position[1:] = 1.0
     fee = 0.0
     if len(eq) > 1:
         price = series.open[1] * (1 + config.slippage_bps / 1e4)
         qty = config.cash_quote / (price * (1 + config.fee_bps / 1e4))
         fee = qty * price * config.fee_bps / 1e4
+        position[1:] = qty
     out = compute_metrics(eq, [], bars_per_year(series.timeframe_ms), config.cash_quote, position, fee,
                           config.cash_quote if len(eq) > 1 else 0.0)
-    out["trades"] = 1 if len(eq) > 1 else 0
+    # Bought once and never sold: no closed round trip, one open position (metrics.compute_metrics
+    # reports it as open_trade = 1; "trades" counts closed round trips only).
     return out

@@ -31,12 +31,18 @@ def compute_metrics(equity_quote: Sequence[float] | np.ndarray, trades: Sequence
     Returns are bar-to-bar simple returns of equity, the first measured against
     ``initial_cash_quote``. Ratios that are undefined (no variance, no losing
     trade) are None rather than inf, so they serialise to JSON.
+
+    ``trades`` counts CLOSED round trips (entry → exit) only, and the trade statistics
+    (win rate, profit factor, averages) are over those. A position still open at the
+    last bar is not a trade: it is reported separately as ``open_trade`` (1 or 0) and
+    ``open_position_qty`` (signed base quantity), and its unrealised P&L is in the
+    equity (marked to the last close, no exit fee).
     """
     eq = np.asarray(equity_quote, dtype=float)
     n = len(eq)
     out: dict[str, float | int | None] = {"bars": n}
     if n == 0:
-        return out | {"total_return": 0.0, "trades": len(trades)}
+        return out | {"total_return": 0.0, "trades": len(trades), "open_trade": 0, "open_position_qty": 0.0}
     curve = np.concatenate(([initial_cash_quote], eq))
     rets = curve[1:] / curve[:-1] - 1.0
     years = n / bars_per_year
@@ -65,6 +71,8 @@ def compute_metrics(equity_quote: Sequence[float] | np.ndarray, trades: Sequence
     if position_qty is not None:
         pos = np.asarray(position_qty, dtype=float)
         out["exposure"] = float(np.mean(pos != 0.0)) if len(pos) else 0.0
+        out["open_trade"] = int(len(pos) > 0 and pos[-1] != 0.0)
+        out["open_position_qty"] = float(pos[-1]) if len(pos) else 0.0
     out["fees_paid"] = fees_paid_quote
     out["turnover"] = turnover_quote / initial_cash_quote
     return out
