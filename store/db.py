@@ -74,12 +74,9 @@ def _prepare_folder(path: Path) -> None:
 
 def _safe(url: str) -> str:
     """The URL with any password masked, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
+    from ground.redact import mask_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparseable URLs carry no password we could find
-        return url
+    return mask_url(url)
 
 
 def _sqlite_path(url: str) -> Path | None:
