@@ -15,9 +15,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from cli.args import CliParser, UsageError, http_url, number, print_error, symbol, time_text
+from domain.strict_json import dumps_strict
 
 from feeds.ccxt_candles import timeframe_ms
 from feeds.errors import FatalFeedError, FeedError
@@ -27,36 +29,29 @@ from reporting.timeparse import parse_time_ms
 OUTPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exchange", default="binance", help="ccxt exchange id (default %(default)s)")
-    p.add_argument("--symbol", default="BTC/USDT", help="market symbol in ccxt form (default %(default)s)")
+    p.add_argument("--symbol", type=symbol, default="BTC/USDT", help="market symbol in ccxt form (default %(default)s)")
     p.add_argument("--timeframe", default="1h", help="candle timeframe, e.g. 1m, 15m, 1h, 4h, 1d (default %(default)s)")
-    p.add_argument("--since", help="first candle open time, inclusive (ISO-8601 UTC or epoch ms); "
+    p.add_argument("--since", type=time_text("--since"), help="first candle open time, inclusive (ISO-8601 UTC or epoch ms); "
                                    "default: the exchange's first candle, or the end of --out")
-    p.add_argument("--until", help="stop before this open time, exclusive (default: the last closed candle)")
+    p.add_argument("--until", type=time_text("--until"), help="stop before this open time, exclusive (default: the last closed candle)")
     p.add_argument("--out", help="output file: .csv, .csv.gz or .parquet "
                                  "(default data_cache/EXCHANGE_SYMBOL_TIMEFRAME.csv.gz)")
-    p.add_argument("--exchange-url", help="override the exchange's REST base URL (a proxy or a test server)")
-    p.add_argument("--timeout-ms", type=int, default=10_000, help="HTTP timeout per request (default %(default)s)")
+    p.add_argument("--exchange-url", type=http_url, help="override the exchange's REST base URL (a proxy or a test server)")
+    p.add_argument("--timeout-ms", type=number(int, lo=1, hi=600_000), default=10_000,
+                   help="HTTP timeout per request in ms, in [1, 600000] (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (file, rows, span, gaps) on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         request = _validated(args)
-    except ValueError as exc:
+    except (UsageError, ValueError) as exc:
         return _fail(str(exc))
     from feeds.download import download_history, read_cache  # ccxt loads only for a valid request
 
@@ -80,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "gaps": len(gaps), "missing_candles": sum((b - a) // tf_ms - 1 for a, b in gaps),
     }
     if args.json:
-        print(json.dumps(summary))
+        print(dumps_strict(summary))
     elif not args.quiet:
         print(f"{path}: {len(bars):,} candles, {summary['gaps']} gap(s), "
               f"{summary['missing_candles']} missing candle(s)")
@@ -115,8 +110,7 @@ def _validated(args: argparse.Namespace) -> dict:
 
 
 def _fail(message: str, status: int = 2) -> int:
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    return status
+    return print_error(message, status)  # one line, URLs masked
 
 
 if __name__ == "__main__":

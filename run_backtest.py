@@ -25,8 +25,8 @@ from engine.broker import BrokerConfig
 from feeds.series import BarSeries, ms_to_timeframe, timeframe_to_ms
 from feeds.default_data import resolve_data
 from feeds.validation import DataError
-from ground.redact import install_log_masking
-from ground.strict_json import dumps_strict
+from domain.redact import install_log_masking
+from domain.strict_json import dumps_strict
 from reporting.tables import metrics_table, rows_table
 from reporting.timeparse import parse_time_ms
 from store.db import DEFAULT_DB_URL, StoreError, init_db

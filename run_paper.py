@@ -43,7 +43,7 @@ from feeds.errors import FatalFeedError, FeedError, FeedStopped
 from feeds.retry import call_with_retry
 from feeds.series import BarSeries, timeframe_to_ms
 from feeds.validation import DataError
-from ground.redact import install_log_masking, mask_url
+from domain.redact import install_log_masking, mask_url
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from store.lease import DEFAULT_STALE_AFTER_S, LeaseHeld, LeaseKeeper, LeaseLost, LeaseOwner, acquire_lease, \
     release_lease

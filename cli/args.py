@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable, NoReturn
 from urllib.parse import urlsplit
 
-from ground.redact import mask_text, mask_url
+from domain.redact import mask_text, mask_url
 
 # Column widths of the runs table (store/models.py): a longer value would fail at INSERT time.
 RUN_NAME_MAX = 200

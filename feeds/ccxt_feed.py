@@ -38,7 +38,7 @@ from feeds.ccxt_candles import closed_bars, rows_problem, timeframe_ms
 from feeds.ccxt_live import LiveCandleFeed, StreamEvent
 from feeds.errors import FatalFeedError, FeedError, RateLimitedError, RetryableFeedError
 from feeds.retry import RetryPolicy
-from ground.redact import mask_text, mask_url
+from domain.redact import mask_text, mask_url
 
 __all__ = ["CcxtCandleClient", "CcxtKlineStream", "LiveCandleFeed", "make_exchange",
            "open_live_feed", "translate_ccxt_error"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from feeds.errors import FeedStopped, RateLimitedError, RetryableFeedError
-from ground.redact import mask_text
+from domain.redact import mask_text
 
 T = TypeVar("T")
 

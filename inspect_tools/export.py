@@ -10,7 +10,7 @@ import csv
 import json
 from typing import Any, Iterable, Sequence, TextIO
 
-from ground.strict_json import jsonable
+from domain.strict_json import jsonable
 from inspect_tools.timefmt import ms_to_iso
 
 FORMATS = ("table", "csv", "json")

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import Connection, case, func, inspect, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ground.redact import mask_secrets, mask_text
+from domain.redact import mask_secrets, mask_text
 from inspect_tools.errors import InspectError
 from inspect_tools.timefmt import TimeRange
 from store.db import StoreError, init_db

@@ -74,7 +74,7 @@ def _prepare_folder(path: Path) -> None:
 
 def _safe(url: str) -> str:
     """The URL with any password masked, for messages."""
-    from ground.redact import mask_url
+    from domain.redact import mask_url
 
     return mask_url(url)
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from engine.loop import EngineEvents
 from engine.types import Bar, Fill, Order, SignalPoint, Trade
-from ground.redact import mask_secrets, mask_text
-from ground.strict_json import jsonable
+from domain.redact import mask_secrets, mask_text
+from domain.strict_json import jsonable
 from models.records import ModelVersionRecord
 from store.db import StoreError
 from store.lease import verify_and_renew

@@ -15,8 +15,8 @@ import pytest
 
 import run_backtest
 from feeds.synthetic import synthetic_bars
-from ground.redact import mask_url
-from ground.strict_json import dumps_strict
+from domain.redact import mask_url
+from domain.strict_json import dumps_strict
 from store.db import init_db
 from store.repository import RunNameTaken, RunSpec, create_run
 from tests.paper.helpers import PaperProcess, frozen_server, make_bars, paper_args, release_clock, run_row

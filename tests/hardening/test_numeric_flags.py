@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import download_data
 import run_backtest
 import run_paper
 from feeds.synthetic import synthetic_bars
@@ -79,6 +80,9 @@ ACCEPTED: dict[tuple[str, str], dict[str, str]] = {
     ("inspect_trades orders", "--limit"): {"0": "0 means all rows"},
     ("inspect_trades report", "--png-size"): {},
     ("inspect_trades report", "--max-points"): {"0": "0 means every point"},
+    ("download_data", "--timeout-ms"): {},
+    ("download_data", "--since"): {"0": "epoch 0 (1970): from the exchange's first candle"},
+    ("download_data", "--until"): {"0": "a valid time; nothing closed before it is an empty download"},
 }
 
 
@@ -96,7 +100,8 @@ def _numeric_flags(parser: argparse.ArgumentParser, command: str) -> set[tuple[s
 def test_the_table_covers_every_numeric_flag_of_every_command() -> None:
     found = (_numeric_flags(run_backtest.build_parser(), "run_backtest")
              | _numeric_flags(run_paper.build_parser(), "run_paper")
-             | _numeric_flags(inspect_cli.build_parser(), "inspect_trades"))
+             | _numeric_flags(inspect_cli.build_parser(), "inspect_trades")
+             | _numeric_flags(download_data.build_parser(), "download_data"))
     assert found == set(ACCEPTED), {"missing from the table": found - set(ACCEPTED),
                                     "not a numeric flag": set(ACCEPTED) - found}
 
@@ -171,7 +176,18 @@ def test_every_numeric_flag(case: tuple[str, str, str], candles: Path, inspect_d
             rc = run_paper.main(argv)
             out, err = capsys.readouterr()
             _assert_one_line_refusal(rc, out, err, flag)
-            assert not db.exists()
+            assert not db.exists() and not (tmp_path / "x.csv").exists()
+    elif command == "download_data":
+        out_file = tmp_path / "bars.csv.gz"
+        argv = ["--exchange-url", "http://127.0.0.1:9", "--out", str(out_file), flag, value]
+        if accepted:
+            args = download_data.build_parser().parse_args(argv)
+            assert download_data._validated(args)["out"] == out_file
+        else:
+            rc = download_data.main(argv)
+            out, err = capsys.readouterr()
+            _assert_one_line_refusal(rc, out, err, flag)
+        assert not out_file.exists()
     else:
         sub = command.split()[1]
         before = inspect_db.read_bytes()
@@ -200,13 +216,15 @@ def _runs(db: Path) -> int:
     ("run_paper.py", ["--slippage-bps", "nan", "--exchange-url", "http://127.0.0.1:9"]),
     ("run_paper.py", ["--timeout-ms", "-5", "--exchange-url", "http://127.0.0.1:9"]),
     ("inspect_trades.py", ["runs", "--limit", "1e309"]),
+    ("download_data.py", ["--timeout-ms", "nan", "--out", "x.csv"]),
 ])
 def test_as_real_processes(script: str, args: list[str], tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    done = subprocess.run([sys.executable, script, "--db", str(db), *args], cwd=ROOT, capture_output=True,
+    db_args = [] if script == "download_data.py" else ["--db", str(db)]
+    done = subprocess.run([sys.executable, str(ROOT / script), *db_args, *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.splitlines()
     flag = next(a for a in args if a.startswith("--"))
     assert len(lines) == 1 and flag in lines[0] and "error: " in lines[0], done.stderr
-    assert not db.exists()
+    assert not db.exists() and not (tmp_path / "x.csv").exists()

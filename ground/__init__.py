@@ -1,1 +1,0 @@
-"""The ground layer: small helpers every other package may use. Imports nothing of ours."""
