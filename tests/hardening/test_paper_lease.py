@@ -6,6 +6,7 @@ the newcomer wrote a ReplayMismatch into the survivor's run row.
 """
 from __future__ import annotations
 
+import signal
 import socket
 import sqlite3
 import time
@@ -167,3 +168,27 @@ def test_a_process_that_lost_its_lease_stops_without_writing(bars: list[Bar], tm
     run = run_row(db, name="stolen")
     assert run["bars_processed"] == bars_after and run["status"] == "running" and run["error"] is None
     assert _lease(db)[0][1] == "thief"  # the new owner's lease is left alone
+
+
+def test_a_newcomer_while_the_owner_trades_is_refused_and_writes_nothing(bars: list[Bar], tmp_path: Path) -> None:
+    """The case that once wrote a ReplayMismatch into the running owner's row: the newcomer found the
+    run, replayed its candles while the owner added more, and marked the owner's run failed."""
+    db = tmp_path / "paper.db"
+    server = frozen_server(bars, START)
+    try:
+        owner = PaperProcess(paper_args(server.url, db, "busy", max_bars=1000))
+        release_clock(owner, server, speed=300)
+        assert owner.wait_lines(10, 30), owner.stderr_text()
+        newcomer = PaperProcess(paper_args(server.url, db, "busy", max_bars=5))
+        assert newcomer.finish(30) == 2
+        assert owner.poll() is None  # still trading
+        owner.wait_lines(len(owner.out) + 5, 30)  # ... and it carries on
+        owner.send(signal.SIGTERM)
+        assert owner.finish(60) == 0, owner.stderr_text()[-2000:]
+    finally:
+        server.stop()
+    lines = _error_lines(newcomer.stderr_text())
+    assert len(lines) == 1 and f"pid {owner.proc.pid} on host" in lines[0], newcomer.stderr_text()
+    run = check_run_integrity(db, run_row(db, name="busy")["id"])
+    assert run["status"] == "stopped" and run["error"] is None
+    _assert_same_as_backtest(db, run, tmp_path, "busy")
