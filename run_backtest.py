@@ -121,8 +121,8 @@ def result_payload(run_id: str, args: argparse.Namespace, series: BarSeries, res
                  "notes": list(series.notes)},
         "period": {"start_ts": result.start_ts, "end_ts": result.end_ts},
         "fee_bps": args.fee_bps,
-        "metrics": result.metrics,
-        "buy_and_hold": result.buy_and_hold,
+        "metrics": result.metrics.to_dict(),
+        "buy_and_hold": result.buy_and_hold.to_dict(),
         **extra,
     }
 
@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(strategy, ScoreReversion):
                 strategy.on_fold.done()
             extra = strategy_report(strategy, series, config, result, trade_from)
-            report = {"buy_and_hold": result.buy_and_hold, **extra}
-            save_backtest(db, run_id, result.events, result.order_status, result.metrics, report,
+            report = {**result.baseline_report(), **extra}
+            save_backtest(db, run_id, result.events, result.order_status, result.metrics.to_dict(), report,
                           model_versions=getattr(strategy, "model_versions", ()), start_ts=result.start_ts,
                           end_ts=result.end_ts)
         except BaseException as exc:

@@ -218,8 +218,8 @@ def finish_run(db: Any, session: PaperSession, tf_ms: int, status: str) -> None:
     if ev.equity_ts_ms and len(bars) >= 2:
         series = BarSeries.from_bars(bars, tf_ms)
         result = measure(series, ev, session.engine.broker.status, session.engine.config, session.trade_from_ms)
-        update_run_results(db, session.run_id, metrics=result.metrics,
-                           report={"buy_and_hold": result.buy_and_hold}, status=status,
+        update_run_results(db, session.run_id, metrics=result.metrics.to_dict(),
+                           report=result.baseline_report(), status=status,
                            lease_token=session.lease_token)
     else:
         mark_run(db, session.run_id, status, lease_token=session.lease_token)

@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from engine.broker import BrokerConfig
 from engine.loop import Engine, EngineEvents
-from engine.metrics import bars_per_year, buy_and_hold_equity, compute_metrics
+from engine.metrics import BuyAndHold, BuyAndHoldInputs, Metrics, bars_per_year, buy_and_hold, compute_metrics
 from feeds.series import BarSeries
 from strategies.base import Strategy
 
@@ -24,10 +22,21 @@ ENGINES = ("native", "backtrader")
 class BacktestResult:
     events: EngineEvents
     order_status: dict[str, str]
-    metrics: dict[str, Any]
-    buy_and_hold: dict[str, Any]
+    metrics: Metrics
+    baseline: BuyAndHold  # buy-and-hold over the same traded bars
     start_ts: int | None
     end_ts: int | None
+
+    @property
+    def buy_and_hold(self) -> Metrics:
+        """Buy-and-hold's metrics (the ``buy_and_hold`` key of --json and of the stored report)."""
+        return self.baseline.metrics
+
+    def baseline_report(self) -> dict[str, Any]:
+        """What every run stores about its baseline: buy-and-hold's metrics and the inputs that,
+        with the run's stored closes, redraw its curve exactly (see ``engine.metrics.buy_and_hold``)."""
+        return {"buy_and_hold": self.buy_and_hold.to_dict(),
+                "buy_and_hold_inputs": self.baseline.curve.inputs.to_dict()}
 
 
 def run_backtest(series: BarSeries, strategy: Strategy, config: BrokerConfig, *, engine: str = "native",
@@ -56,24 +65,19 @@ def measure(series: BarSeries, events: EngineEvents, order_status: dict[str, str
     metrics = compute_metrics(events.equity_quote, events.trades, bpy, config.cash_quote,
                               events.equity_position, fees, turnover)
     traded = series if trade_from_ms is None else series.between(trade_from_ms, None)
-    bh = buy_and_hold_metrics(traded, config)
+    bh = buy_and_hold_of(traded, config)
     start = events.equity_ts_ms[0] if events.equity_ts_ms else None
     end = events.equity_ts_ms[-1] if events.equity_ts_ms else None
     return BacktestResult(events, order_status, metrics, bh, start, end)
 
 
-def buy_and_hold_metrics(series: BarSeries, config: BrokerConfig) -> dict[str, Any]:
-    """Buy-and-hold under the same fees and fill rules, as a pure function of the bars."""
-    eq = buy_and_hold_equity(series.open, series.close, config.cash_quote, config.fee_bps, config.slippage_bps)
-    position = np.zeros(len(eq))
-    fee = 0.0
-    if len(eq) > 1:
-        price = series.open[1] * (1 + config.slippage_bps / 1e4)
-        qty = config.cash_quote / (price * (1 + config.fee_bps / 1e4))
-        fee = qty * price * config.fee_bps / 1e4
-        position[1:] = qty
-    out = compute_metrics(eq, [], bars_per_year(series.timeframe_ms), config.cash_quote, position, fee,
-                          config.cash_quote if len(eq) > 1 else 0.0)
-    # Bought once and never sold: no closed round trip, one open position (metrics.compute_metrics
-    # reports it as open_trade = 1; "trades" counts closed round trips only).
-    return out
+def buy_and_hold_of(series: BarSeries, config: BrokerConfig) -> BuyAndHold:
+    """Buy-and-hold over ``series`` under the run's cash, fee and slippage (a pure function of the bars)."""
+    inputs = BuyAndHoldInputs.of_bars(series.ts_ms, series.open, config.cash_quote, config.fee_bps,
+                                      config.slippage_bps)
+    return buy_and_hold(series.close, inputs, bars_per_year(series.timeframe_ms))
+
+
+def buy_and_hold_metrics(series: BarSeries, config: BrokerConfig) -> Metrics:
+    """Buy-and-hold's metrics over ``series`` (no closed round trip; one open position)."""
+    return buy_and_hold_of(series, config).metrics

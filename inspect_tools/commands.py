@@ -153,7 +153,7 @@ def cmd_compare(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> N
               ("period", lambda r: period_text(r["start_ts"], r["end_ts"])), ("status", lambda r: r["status"]))
     padding = [""] * (len(columns) - len(runs))  # baseline columns have no run fields
     header_rows = [(name, [str(get(r)) for r in runs] + padding) for name, get in fields]
-    table = metrics_table("Compare", columns, header_rows)
+    table = metrics_table(columns, title="Compare", header_rows=header_rows)
     console = make_console(out)
     if table is None:
         console.print("no metrics stored for these runs (still running or failed?)")
@@ -196,7 +196,7 @@ def _overview(run: Row, counts: dict[str, int]) -> list[tuple[str, str]]:
 def _print_metrics(console: Console, run: Row) -> None:
     columns = [("strategy", run["metrics"] or {}), *baselines(run).items()]
     title = "Metrics" + (" beside the baselines" if len(columns) > 1 else "")
-    table = metrics_table(title, columns)
+    table = metrics_table(columns, title=title)
     if table is None:
         console.print("Metrics: none stored yet (a paper run gets them when it stops)")
         return

@@ -1,23 +1,22 @@
 """Series a report draws: equity, drawdown, the buy-and-hold benchmark, and point thinning.
 
-Buy-and-hold follows ``engine.metrics.buy_and_hold_equity`` (decided at the first
-close, all in at the next bar's open with the run's fee and slippage, marked at
-every close, no exit fee). A backtest stores only closes, not opens, so for
-backtests the next open is approximated by the first bar's close (the two differ
-by the overnight gap of one bar); a paper run's stored candles give the exact
-opens. The exact buy-and-hold *metrics* are the ones stored in report.baselines.
+The benchmark is the run's stored baseline: ``engine.metrics.buy_and_hold_curve`` (the
+function the run itself used) applied to the run's stored closes and its stored
+``report.buy_and_hold_inputs`` (cash, fee, slippage and the fill bar's open), so the
+curve ends exactly at the stored buy-and-hold ``final_equity``. Runs stored before those
+inputs were kept fall back to a paper run's stored candles (exact opens) or, for old
+backtests, to the first bar's close as the fill price (approximate; the note says so).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from engine.metrics import buy_and_hold_equity
-from inspect_tools.queries import drawdown
+from engine.metrics import BuyAndHoldInputs, buy_and_hold_curve, drawdown
 
-DEFAULT_FEE_BPS = 10.0  # DESIGN.md default, used when a run's parameters do not say
+DEFAULT_FEE_BPS = 10.0  # DESIGN.md default, used when an old run's parameters do not say
 
 
 @dataclass(frozen=True)
@@ -25,23 +24,43 @@ class Benchmark:
     equity: np.ndarray
     drawdown: np.ndarray
     note: str
+    exact: bool  # True when the curve is the stored baseline (or from stored candles), not an estimate
 
 
 def buy_and_hold(ts_ms: np.ndarray, closes: np.ndarray, bars: Sequence[dict[str, Any]], initial_cash: float,
-                 fee_bps: float | None, slippage_bps: float | None) -> Benchmark:
+                 fee_bps: float | None, slippage_bps: float | None,
+                 stored_inputs: Mapping[str, Any] | None = None) -> Benchmark:
     """Buy-and-hold equity on the same bars as the run's equity rows (see module docstring)."""
-    fee = DEFAULT_FEE_BPS if fee_bps is None else float(fee_bps)
-    slip = 0.0 if slippage_bps is None else float(slippage_bps)
-    open_by_ts = {b["ts"]: b["open"] for b in bars}
-    if len(ts_ms) and all(int(t) in open_by_ts for t in ts_ms):
-        opens = np.array([open_by_ts[int(t)] for t in ts_ms], dtype=float)
-        how = "all in at the second bar's open (stored candles)"
+    inputs = _stored(stored_inputs, ts_ms)
+    if inputs is not None:
+        how, exact = "the stored baseline (all in at the second bar's open)", True
     else:
-        opens = np.concatenate((closes[:1], closes[:-1])).astype(float)
-        how = "all in at the first bar's close (approximates the next open: backtests store no opens)"
-    curve = buy_and_hold_equity(opens, closes, initial_cash, fee, slip)
-    note = f"Buy-and-hold: {how}, fee {fee:g} bps, slippage {slip:g} bps, no exit fee."
-    return Benchmark(curve, drawdown(curve, initial_cash), note)
+        fee = DEFAULT_FEE_BPS if fee_bps is None else float(fee_bps)
+        slip = 0.0 if slippage_bps is None else float(slippage_bps)
+        open_by_ts = {b["ts"]: b["open"] for b in bars}
+        if len(ts_ms) and all(int(t) in open_by_ts for t in ts_ms):
+            opens = np.array([open_by_ts[int(t)] for t in ts_ms], dtype=float)
+            how, exact = "all in at the second bar's open (stored candles)", True
+        else:
+            opens = np.concatenate((closes[:1], closes[:-1])).astype(float)
+            how, exact = "all in at the first bar's close (approximates the next open: this run stored no opens)", False
+        inputs = BuyAndHoldInputs.of_bars(ts_ms, opens, initial_cash, fee, slip)
+    curve = buy_and_hold_curve(closes, inputs).equity_quote
+    note = (f"Buy-and-hold: {how}, fee {inputs.fee_bps:g} bps, slippage {inputs.slippage_bps:g} bps, "
+            "no exit fee.")
+    return Benchmark(curve, drawdown(curve, inputs.cash_quote), note, exact)
+
+
+def _stored(stored: Mapping[str, Any] | None, ts_ms: np.ndarray) -> BuyAndHoldInputs | None:
+    """The run's stored baseline inputs, when they belong to these equity rows."""
+    if not isinstance(stored, Mapping):
+        return None
+    try:
+        inputs = BuyAndHoldInputs.from_dict(stored)
+    except (KeyError, TypeError, ValueError):
+        return None
+    expected_ts = int(ts_ms[1]) if len(ts_ms) > 1 else None
+    return inputs if inputs.entry_ts_ms == expected_ts else None
 
 
 def thin_indices(values: np.ndarray, max_points: int) -> np.ndarray:

@@ -8,43 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from engine.metrics import METRIC_SPECS, MetricSpec
 from inspect_tools.timefmt import ms_to_text
 
 MISSING = "—"
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    key: str
-    label: str
-    kind: str  # a format kind understood by format_value
-
-
-# Order and units of the metrics DESIGN.md asks for; other stored keys follow, formatted plainly.
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("total_return", "Total return", "pct"),
-    MetricSpec("cagr", "CAGR", "pct"),
-    MetricSpec("volatility", "Volatility (ann.)", "pct"),
-    MetricSpec("sharpe", "Sharpe", "ratio"),
-    MetricSpec("sortino", "Sortino", "ratio"),
-    MetricSpec("max_drawdown", "Max drawdown", "pct"),
-    MetricSpec("max_drawdown_days", "Max drawdown duration (days)", "days"),
-    MetricSpec("calmar", "Calmar", "ratio"),
-    MetricSpec("trades", "Trades", "int"),
-    MetricSpec("win_rate", "Win rate", "pct"),
-    MetricSpec("profit_factor", "Profit factor", "ratio"),
-    MetricSpec("avg_trade", "Average trade (quote)", "money"),
-    MetricSpec("avg_trade_pct", "Average trade (%)", "pct100"),
-    MetricSpec("exposure", "Exposure", "pct"),
-    MetricSpec("turnover", "Turnover (× initial cash)", "ratio"),
-    MetricSpec("fees_paid", "Fees paid (quote)", "money"),
-    MetricSpec("final_equity", "Final equity (quote)", "money"),
-    MetricSpec("bars", "Bars", "int"),
-    MetricSpec("max_drawdown_bars", "Max drawdown duration (bars)", "int"),
-)
+# Order, labels and units of the metrics: one list, beside the fields of engine.metrics.Metrics.
+# Other stored keys (e.g. a sweep's extras) follow, formatted plainly.
+METRICS: tuple[MetricSpec, ...] = METRIC_SPECS
 _METRIC_BY_KEY = {m.key: m for m in METRICS}
 
 

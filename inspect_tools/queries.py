@@ -19,6 +19,7 @@ from sqlalchemy import Connection, case, func, inspect, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from domain.redact import mask_secrets, mask_text
+from engine.metrics import drawdown
 from inspect_tools.errors import InspectError
 from inspect_tools.timefmt import TimeRange
 from store.db import StoreError, init_db
@@ -238,16 +239,6 @@ class StoreReader:
                         (m.checkpoint.is_not(None)).label("has_checkpoint"))
                  .where(m.run_id == run_id).order_by(m.fold_index))
         return [{**row._asdict(), "has_checkpoint": bool(row.has_checkpoint)} for row in self.conn.execute(query)]
-
-
-def drawdown(equity: np.ndarray, initial_cash: float | None = None) -> np.ndarray:
-    """equity / running peak − 1 (≤ 0); the peak starts at ``initial_cash`` when given."""
-    if len(equity) == 0:
-        return equity
-    peaks = np.maximum.accumulate(equity)
-    if initial_cash is not None:
-        peaks = np.maximum(peaks, float(initial_cash))
-    return equity / peaks - 1.0
 
 
 def _hide_password(message: str) -> str:

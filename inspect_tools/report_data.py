@@ -40,7 +40,8 @@ def load_report_data(reader: StoreReader, run: Row) -> ReportData:
     if rows:
         benchmark = buy_and_hold(ts, close, reader.bars(run_id) if run["mode"] == "paper" else [],
                                  run["initial_cash"], find_param(run["params"], "fee_bps"),
-                                 find_param(run["params"], "slippage_bps"))
+                                 find_param(run["params"], "slippage_bps"),
+                                 (run.get("report") or {}).get("buy_and_hold_inputs"))
     return ReportData(run=run, counts=reader.counts(run_id), trades=reader.trades(run_id), ts_ms=ts, close=close,
                       equity=np.array([r["equity"] for r in rows], dtype=float),
                       drawdown=np.array([r["drawdown"] for r in rows], dtype=float), benchmark=benchmark,

@@ -35,18 +35,28 @@ def run_list_row(run: Row) -> Row:
             "sharpe": metrics.get("sharpe"), "max_drawdown": metrics.get("max_drawdown")}
 
 
+# report keys every run stores about its buy-and-hold baseline (engine.backtest.BacktestResult.baseline_report)
+BASELINE_KEYS = ("buy_and_hold", "buy_and_hold_inputs")
+
+
 def baselines(run: Row) -> dict[str, dict[str, Any]]:
-    """report.baselines as {label: metrics}, buy-and-hold first, then the z-score, then the rest."""
-    stored = (run.get("report") or {}).get("baselines") or {}
+    """report.baselines as {label: metrics}, buy-and-hold first, then the z-score, then the rest.
+
+    A run without report.baselines still shows its buy-and-hold (report.buy_and_hold).
+    """
+    report = run.get("report") or {}
+    stored = report.get("baselines") or {}
     if not isinstance(stored, dict):
         return {}
+    if isinstance(report.get("buy_and_hold"), dict) and not {"buyhold", "buy_and_hold"} & set(stored):
+        stored = {"buy_and_hold": report["buy_and_hold"], **stored}
     order = sorted(stored, key=lambda k: (k not in ("buyhold", "buy_and_hold"), k != "zscore", k))
     return {BASELINE_LABELS.get(k, k): stored[k] for k in order if isinstance(stored[k], dict)}
 
 
 def report_extras(run: Row) -> dict[str, Any]:
     """Everything in report besides the baselines (IC, folds, without-fees, ...)."""
-    return {k: v for k, v in (run.get("report") or {}).items() if k != "baselines"}
+    return {k: v for k, v in (run.get("report") or {}).items() if k != "baselines" and k not in BASELINE_KEYS}
 
 
 def parameter_pairs(params: dict[str, Any] | None) -> list[tuple[str, Any]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -79,18 +79,25 @@ def key_values(title: str, pairs: Iterable[tuple[str, str]]) -> Table:
     return table
 
 
-def metrics_table(title: str, columns: Sequence[tuple[str, dict[str, Any]]],
+MetricColumns = Mapping[str, Mapping[str, Any]] | Sequence[tuple[str, Mapping[str, Any]]]
+
+
+def metrics_table(columns: MetricColumns, title: str | None = None,
                   header_rows: Sequence[tuple[str, Sequence[str]]] = ()) -> Table | None:
-    """Metrics (rows) of several runs or baselines (columns); None when none is stored.
+    """THE metrics table of every terminal view (run_backtest.py, inspect_trades.py, bench scripts):
+    one row per metric (labels and units from ``engine.metrics.METRIC_SPECS``), one column per
+    run or baseline. Columns are {label: metrics} or (label, metrics) pairs, where metrics is a
+    stored dict or an ``engine.metrics.Metrics``. None when no column has any metric.
 
     ``header_rows`` are (field, one text per column) lines above the metrics, e.g. period.
     """
-    specs = metric_specs({k for _, metrics in columns for k in metrics})
+    pairs = list(columns.items()) if isinstance(columns, Mapping) else list(columns)
+    specs = metric_specs({k for _, metrics in pairs for k in metrics})
     if not specs:
         return None
     table = Table(title=_plain(title), title_justify="left", header_style="bold")
     table.add_column("metric")
-    for label, _ in columns:
+    for label, _ in pairs:
         table.add_column(Text(label), justify="right", overflow="fold")
     for field, values in header_rows:
         table.add_row(Text(field, style="dim"), *[Text(v, style="dim") for v in values])
@@ -98,7 +105,7 @@ def metrics_table(title: str, columns: Sequence[tuple[str, dict[str, Any]]],
         table.add_section()
     for spec in specs:
         col = metric_column(spec)
-        table.add_row(spec.label, *[cell(col, metrics.get(spec.key)) for _, metrics in columns])
+        table.add_row(spec.label, *[cell(col, metrics.get(spec.key)) for _, metrics in pairs])
     return table
 
 

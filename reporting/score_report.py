@@ -36,9 +36,10 @@ def build_score_report(strategy: ScoreReversion, series: BarSeries, config: Brok
     return {
         "out_of_sample": {"from_ts": result.start_ts, "to_ts": result.end_ts, "bars": len(oos),
                           "folds": len(strategy.folds)},
-        "baselines": {"buy_and_hold": result.buy_and_hold, "zscore": zscore.metrics},
-        "without_fees": {"score": score_nf.metrics, "buy_and_hold": buy_and_hold_metrics(oos, no_fee),
-                         "zscore": zscore_nf.metrics},
+        "baselines": {"buy_and_hold": result.buy_and_hold.to_dict(), "zscore": zscore.metrics.to_dict()},
+        "without_fees": {"score": score_nf.metrics.to_dict(),
+                         "buy_and_hold": buy_and_hold_metrics(oos, no_fee).to_dict(),
+                         "zscore": zscore_nf.metrics.to_dict()},
         "ic": {"score": information_coefficients(result.events.signals, series),
                "zscore (−z)": information_coefficients(zscore.events.signals, series, sign=-1.0)},
         "folds": fold_table(strategy, result, config.cash_quote),

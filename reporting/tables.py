@@ -6,23 +6,10 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.table import Table
 
-from inspect_tools.formatting import METRICS, format_value
+from inspect_tools.formatting import format_value
+from inspect_tools.tables import metrics_table
 
-# One list of metric labels and units for every terminal table (shared with inspect_trades.py).
-SHOWN_METRICS = [m for m in METRICS if m.key not in ("bars", "max_drawdown_bars")]
-
-
-def metrics_table(columns: Mapping[str, Mapping[str, Any]], title: str | None = None) -> Table:
-    """One row per metric, one column per strategy/baseline."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    for name in columns:
-        table.add_column(name, justify="right")
-    for spec in SHOWN_METRICS:
-        if not any(spec.key in m for m in columns.values()):
-            continue
-        table.add_row(spec.label, *(format_value(spec.kind, m.get(spec.key)) for m in columns.values()))
-    return table
+__all__ = ["metrics_table", "rows_table"]  # metrics_table: the one shared with inspect_trades.py
 
 
 def rows_table(rows: list[Mapping[str, Any]], title: str | None = None, formats: Mapping[str, str] | None = None) -> Table:
