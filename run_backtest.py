@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -31,9 +31,10 @@ from reporting.tables import metrics_table, rows_table
 from reporting.timeparse import parse_time_ms
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from store.repository import RunSpec, create_run, mark_run, refuse_taken_name, save_backtest
-from reporting.score_report import build_score_report
 from strategies.registry import FACTORIES, make_strategy
-from strategies.score_reversion import ScoreReversion
+
+if TYPE_CHECKING:
+    from strategies.score_reversion import ScoreReversion
 
 log = logging.getLogger("run_backtest")
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=bounded_text(4096, "--db"), default=DEFAULT_DB_URL,
                    help="SQLAlchemy URL or SQLite file (default %(default)s)")
     p.add_argument("--name", type=run_name, help="optional unique run name (at most 200 characters)")
+    p.add_argument("--upgrade-db", action="store_true",
+                   help="migrate a --db made by an older version of this tool to the current schema first "
+                        "(back it up before; without this flag an older database is refused)")
     p.add_argument("--json", action="store_true", help="print the run id and metrics as one JSON object, nothing else")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     add_strategy_options(p)
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         options = vars(args).copy()
         options["timeframe_ms"] = series.timeframe_ms
         strategy = make_strategy(args.strategy, options)
-        params = {k: v for k, v in options.items() if k not in ("json", "db", "verbose")}
+        params = {k: v for k, v in options.items() if k not in ("json", "db", "verbose", "upgrade_db")}
         params["config"] = _config_dict(strategy)
         stored_trade_from = trade_from
         trade_from = out_of_sample_start(strategy, series, trade_from)
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
                             f"(trading would start {_iso(trade_from)}, data ends {_iso(int(series.ts_ms[-1]))}); "
                             "load more history or use a shorter --train-days")
-        db = init_db(args.db)
+        db = init_db(args.db, upgrade=args.upgrade_db)
         if args.name is not None:
             refuse_taken_name(db, args.name)
         run_id = create_run(db, RunSpec(mode="backtest", strategy=args.strategy, initial_cash=args.cash,
@@ -165,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                 err.print(f"[dim]{series.source}: {len(series):,} bars, {series.gaps().describe()}[/dim]")
                 for note in series.notes:
                     err.print(f"[yellow]note: {note}[/yellow]")
-            if isinstance(strategy, ScoreReversion):
+            if _is_score(strategy):
                 strategy.on_fold = FoldProgress(series, strategy)
             result = run_backtest(series, strategy, config, engine=args.engine, trade_from_ms=trade_from)
-            if isinstance(strategy, ScoreReversion):
+            if _is_score(strategy):
                 strategy.on_fold.done()
             extra = strategy_report(strategy, series, config, result, trade_from)
             report = {**result.baseline_report(), **extra}
@@ -195,10 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _is_score(strategy: Any) -> bool:
+    """isinstance(strategy, ScoreReversion) without importing torch for the other strategies:
+    a ScoreReversion exists only once its module was imported."""
+    module = sys.modules.get("strategies.score_reversion")
+    return module is not None and isinstance(strategy, module.ScoreReversion)
+
+
 class FoldProgress:
     """Shows walk-forward training progress on stderr (one updating line on a terminal)."""
 
-    def __init__(self, series: BarSeries, strategy: ScoreReversion) -> None:
+    def __init__(self, series: BarSeries, strategy: "ScoreReversion") -> None:
         wf = strategy.config.walk_forward
         anchor = int(series.ts_ms[0]) + wf.train_ms
         self.total = max(1, (int(series.ts_ms[-1]) - anchor) // wf.retrain_ms + 1)
@@ -225,7 +236,9 @@ class FoldProgress:
 def strategy_report(strategy: Any, series: BarSeries, config: BrokerConfig, result: BacktestResult,
                     trade_from: int | None) -> dict[str, Any]:
     """Extra report sections: for the score strategy, baselines, no-fee runs, IC and folds."""
-    if isinstance(strategy, ScoreReversion):
+    if _is_score(strategy):
+        from reporting.score_report import build_score_report
+
         return build_score_report(strategy, series, config, result, trade_from)
     return {}
 

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQLAlchemy URL or SQLite file (default %(default)s)")
     p.add_argument("--run-name", type=run_name,
                    help="name of the run (at most 200 characters); restarting with the same name resumes it")
+    p.add_argument("--upgrade-db", action="store_true",
+                   help="migrate a --db made by an older version of this tool to the current schema first "
+                        "(back it up before; without this flag an older database is refused)")
     p.add_argument("--exchange-url", type=http_url,
                    help="send ALL exchange traffic to this base URL (local mirror / test server); API keys are "
                         "never sent there, credentials in it are never stored or logged")
@@ -142,7 +145,7 @@ def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_m
         trade_from = (now // tf_ms) * tf_ms  # the candle in progress now is the first live one
         warmup = args.warmup_bars if args.warmup_bars is not None else strategy.warmup_bars(tf_ms)
         since = trade_from - warmup * tf_ms
-        params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet")}
+        params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet", "upgrade_db")}
         params["history_from_ts"] = since
         params["warmup_bars"] = warmup
         cfg = getattr(strategy, "config", None)
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     plan: RunPlan | None = None
     keeper: LeaseKeeper | None = None
     try:
-        db = init_db(args.db)
+        db = init_db(args.db, upgrade=args.upgrade_db)
         from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream
 
         client = CcxtCandleClient.connect(args.exchange, args.exchange_url, args.timeout_ms)

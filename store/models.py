@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the pre-Alembic marker in ``meta``; schema revisions are Alembic's (store/migrations)
 
 
 class Base(DeclarativeBase):
@@ -81,7 +81,7 @@ class OrderRow(Base):
     __tablename__ = "orders"
     __table_args__ = (UniqueConstraint("run_id", "client_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # unique (run_id, ..) indexes it
     client_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[int] = mapped_column(BigInteger)  # open time of the bar at whose close it was decided
     type: Mapped[str] = mapped_column(String(16))
@@ -114,7 +114,7 @@ class TradeRow(Base):
     __tablename__ = "trades"
     __table_args__ = (UniqueConstraint("run_id", "seq"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # unique (run_id, ..) indexes it
     seq: Mapped[int] = mapped_column(Integer)
     side: Mapped[str] = mapped_column(String(8))
     qty: Mapped[float] = mapped_column(Float)
@@ -130,7 +130,29 @@ class TradeRow(Base):
     bars_held: Mapped[int] = mapped_column(Integer)
 
 
+class SeriesChunkRow(Base):
+    """One chunk of one per-bar column of a run (store/series.py): exact floats, compressed.
+
+    ``series`` is ``<group>.<column>`` (e.g. ``equity.cash``, ``signals.signal``); chunks
+    of a column are numbered from 0 and cover ``first_ts``..``last_ts`` (bar open times).
+    """
+
+    __tablename__ = "series_chunks"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    series: Mapped[str] = mapped_column(String(48), primary_key=True)
+    chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_ts: Mapped[int] = mapped_column(BigInteger)
+    last_ts: Mapped[int] = mapped_column(BigInteger)
+    n: Mapped[int] = mapped_column(Integer)
+    dtype: Mapped[str] = mapped_column(String(8))
+    encoding: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    nulls: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
 class EquityRow(Base):
+    """Live tail of a paper run's equity series: one row per candle until compacted into chunks."""
+
     __tablename__ = "equity"
     __table_args__ = (UniqueConstraint("run_id", "ts"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -143,6 +165,8 @@ class EquityRow(Base):
 
 
 class SignalRow(Base):
+    """Live tail of a paper run's signal series (see :class:`EquityRow`)."""
+
     __tablename__ = "signals"
     __table_args__ = (UniqueConstraint("run_id", "ts"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -1,5 +1,6 @@
 """Converts domain objects to rows and owns every transaction (STYLE.md §9).
 
+- Writes go through SQLAlchemy Core (executemany), never one ORM object per row.
 - A backtest's results land in ONE transaction with the status change to
   'completed'; if anything fails the run row says 'failed' and nothing else
   of it is written.
@@ -10,23 +11,28 @@
 from __future__ import annotations
 
 import uuid
+from array import array
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+import numpy as np
+from sqlalchemy import JSON, Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.loop import EngineEvents
-from engine.types import Bar, Fill, Order, SignalPoint, Trade
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
+from engine.loop import EngineEvents
+from engine.types import Bar, Fill, Order, SignalPoint, Trade
 from models.records import ModelVersionRecord
-from store.db import StoreError
-from store.lease import verify_and_renew
 from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
                           TradeRow)
+from store.db import StoreError
+from store.lease import verify_and_renew
 from store.provenance import code_version, utc_now_iso
+from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,
+                          read_group, stored_length, write_chunks)
 
 
 @dataclass(frozen=True)
@@ -119,19 +125,47 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
                   metrics: dict[str, Any], report: dict[str, Any] | None,
                   model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
                   end_ts: int | None = None) -> None:
-    """Write all of a finished backtest atomically (batched executemany inserts)."""
-    with Session(engine) as session, session.begin():
-        _insert_model_versions(session, run_id, model_versions)
-        _insert_activity(session, run_id, events.orders, order_status, events.fills, events.trades, 0,
-                         events.signals)
-        ev = events
-        _insert(session, EquityRow, [
-            {"run_id": run_id, "ts": ts, "cash": c, "position": p, "close": cl, "equity": e}
-            for ts, c, p, cl, e in zip(ev.equity_ts_ms, ev.equity_cash, ev.equity_position,
-                                       ev.equity_close, ev.equity_quote)])
-        session.execute(update(RunRow).where(RunRow.id == run_id).values(
+    """Write all of a finished backtest atomically: SQL rows for orders/fills/trades (executemany),
+    the per-bar series as compressed column chunks (store/series.py)."""
+    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
+    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
+    chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
+    with engine.begin() as conn:
+        _insert_model_versions(conn, run_id, model_versions)
+        _insert_activity(conn, run_id, events.orders, order_status, events.fills, events.trades, 0, ())
+        write_chunks(conn, chunks)
+        conn.execute(update(RunRow).where(RunRow.id == run_id).values(
             status="completed", metrics=jsonable(metrics), report=jsonable(report), updated_at=utc_now_iso(),
-            start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(ev.equity_ts_ms)))
+            start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(events.equity_ts_ms)))
+
+
+def equity_columns(ev: EngineEvents) -> dict[str, tuple[np.ndarray, None]] | None:
+    """The engine's equity columns as arrays (never missing values); typed arrays are viewed, not copied."""
+    if not len(ev.equity_ts_ms):
+        return None
+
+    def view(column: Any, dtype: Any) -> np.ndarray:
+        if isinstance(column, array) and column.typecode == {np.int64: "q", np.float64: "d"}[dtype]:
+            return np.frombuffer(column, dtype=dtype)
+        return np.asarray(column, dtype=dtype)
+
+    return {"ts": (view(ev.equity_ts_ms, np.int64), None), "cash": (view(ev.equity_cash, np.float64), None),
+            "position": (view(ev.equity_position, np.float64), None),
+            "close": (view(ev.equity_close, np.float64), None), "equity": (view(ev.equity_quote, np.float64), None)}
+
+
+def signal_columns(signals: Sequence[SignalPoint]) -> dict[str, tuple[np.ndarray, np.ndarray | None]] | None:
+    """SignalPoints as columns; threshold, unusualness and model version may be None."""
+    if not signals:
+        return None
+    _, spec = GROUPS["signals"]
+    return {name: column_from_python([s[k] for s in signals], dtype) for k, (name, dtype) in enumerate(spec)}
+
+
+def load_series(engine: Engine, run_id: str, group: str) -> SeriesFrame:
+    """A run's ``equity`` or ``signals`` series (chunks + live tail) as exact arrays."""
+    with engine.connect() as conn:
+        return read_group(conn, run_id, group)
 
 
 @dataclass
@@ -160,45 +194,54 @@ def commit_bars(engine: Engine, run_id: str, changes: Sequence[BarCommit], *,
 
     With ``lease_token`` the transaction first checks that this process still owns the run
     (and renews its heartbeat); if not, :class:`store.lease.LeaseLost` and nothing is written.
+    The equity and signal rows go to the live tail; a tail that reached
+    ``store.series.TAIL_COMPACT_ROWS`` is compacted into a chunk in this same transaction.
     """
     if not changes:
         return
     with Session(engine) as session, session.begin():
         if lease_token is not None:
             verify_and_renew(session, run_id, lease_token)
+        conn = session.connection()  # Core writes inside the session's transaction
         for change in changes:
-            _write_bar_change(session, run_id, change)
+            _write_bar_change(conn, run_id, change)
         last = changes[-1].bar.ts_ms
-        session.execute(update(RunRow).where(RunRow.id == run_id).values(
+        conn.execute(update(RunRow).where(RunRow.id == run_id).values(
             last_bar_ts=last, end_ts=last, updated_at=utc_now_iso(),
             bars_processed=RunRow.bars_processed + len(changes)))
-        session.execute(update(RunRow).where(RunRow.id == run_id, RunRow.start_ts.is_(None))
-                        .values(start_ts=changes[0].bar.ts_ms))
+        conn.execute(update(RunRow).where(RunRow.id == run_id, RunRow.start_ts.is_(None))
+                     .values(start_ts=changes[0].bar.ts_ms))
+        for group in GROUPS:
+            compact_tail(conn, run_id, group)
 
 
-def _write_bar_change(session: Session, run_id: str, change: BarCommit) -> None:
-    _insert_model_versions(session, run_id, change.model_versions)
+def _write_bar_change(conn: Connection, run_id: str, change: BarCommit) -> None:
+    _insert_model_versions(conn, run_id, change.model_versions)
     b = change.bar
-    session.execute(insert(BarRow), [{"run_id": run_id, "ts": b.ts_ms, "open": b.open, "high": b.high,
-                                      "low": b.low, "close": b.close, "volume": b.volume}])
-    _insert_activity(session, run_id, change.orders, change.status_changes, change.fills, change.trades,
+    conn.execute(insert(BarRow), [{"run_id": run_id, "ts": b.ts_ms, "open": b.open, "high": b.high,
+                                   "low": b.low, "close": b.close, "volume": b.volume}])
+    _insert_activity(conn, run_id, change.orders, change.status_changes, change.fills, change.trades,
                      change.trade_seq_start, change.signals)
     new_ids = {o.client_id for o in change.orders}
     for client_id, status in change.status_changes.items():
         if client_id not in new_ids:  # an order from an earlier bar filled or was cancelled now
-            session.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
-                            .values(status=status))
+            conn.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
+                         .values(status=status))
     if change.equity is not None:
-        session.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
+        conn.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
 
 
 def last_stored_state(engine: Engine, run_id: str) -> dict[str, tuple | None]:
     """The newest equity row (ts, cash, position, equity) and fill (ts, qty, price, fee) of a run."""
-    with Session(engine) as session:
-        eq = session.execute(select(EquityRow.ts, EquityRow.cash, EquityRow.position, EquityRow.equity)
-                             .where(EquityRow.run_id == run_id).order_by(EquityRow.ts.desc()).limit(1)).first()
-        fill = session.execute(select(FillRow.ts, FillRow.qty, FillRow.price, FillRow.fee)
-                               .where(FillRow.run_id == run_id).order_by(FillRow.id.desc()).limit(1)).first()
+    with engine.connect() as conn:
+        eq = conn.execute(select(EquityRow.ts, EquityRow.cash, EquityRow.position, EquityRow.equity)
+                          .where(EquityRow.run_id == run_id).order_by(EquityRow.ts.desc()).limit(1)).first()
+        if eq is None:
+            names = ["ts", "cash", "position", "equity"]
+            chunked = last_chunked_values(conn, run_id, "equity", names)
+            eq = tuple(chunked[n] for n in names) if chunked else None
+        fill = conn.execute(select(FillRow.ts, FillRow.qty, FillRow.price, FillRow.fee)
+                            .where(FillRow.run_id == run_id).order_by(FillRow.id.desc()).limit(1)).first()
     return {"equity": tuple(eq) if eq else None, "fill": tuple(fill) if fill else None}
 
 
@@ -223,11 +266,14 @@ def load_run_bars(engine: Engine, run_id: str) -> list[Bar]:
 def count_rows(engine: Engine, run_id: str) -> dict[str, int]:
     """Row counts per table for one run (used by restart checks and tests)."""
     out = {}
-    with Session(engine) as session:
+    with engine.connect() as conn:
         for name, table in (("orders", OrderRow), ("fills", FillRow), ("trades", TradeRow),
-                            ("equity", EquityRow), ("signals", SignalRow), ("bars", BarRow),
+                            ("equity", None), ("signals", None), ("bars", BarRow),
                             ("model_versions", ModelVersionRow)):
-            out[name] = session.scalar(select(func.count()).select_from(table).where(table.run_id == run_id)) or 0
+            if table is None:  # per-bar series: chunked values + live tail rows
+                out[name] = stored_length(conn, run_id, name)
+            else:
+                out[name] = conn.scalar(select(func.count()).select_from(table).where(table.run_id == run_id)) or 0
     return out
 
 
@@ -271,29 +317,67 @@ def signal_row(run_id: str, s: SignalPoint) -> dict[str, Any]:
             "unusualness": s.unusualness, "model_version": s.model_version}
 
 
-def _insert_activity(session: Session, run_id: str, orders: Sequence[Order], status: dict[str, str],
+def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], status: dict[str, str],
                      fills: Sequence[Fill], trades: Sequence[Trade], trade_seq_start: int,
                      signals: Sequence[SignalPoint]) -> None:
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
-    _insert(session, OrderRow, [order_row(run_id, o, status.get(o.client_id, "submitted")) for o in orders])
-    _insert(session, FillRow, [fill_row(run_id, f) for f in fills])
-    _insert(session, TradeRow, [trade_row(run_id, trade_seq_start + i, t) for i, t in enumerate(trades)])
-    _insert(session, SignalRow, [signal_row(run_id, s) for s in signals])
+    _insert(conn, OrderRow, (order_row(run_id, o, status.get(o.client_id, "submitted")) for o in orders))
+    _insert(conn, FillRow, (fill_row(run_id, f) for f in fills))
+    _insert(conn, TradeRow, (trade_row(run_id, trade_seq_start + i, t) for i, t in enumerate(trades)))
+    _insert(conn, SignalRow, (signal_row(run_id, s) for s in signals))
 
 
-def _insert(session: Session, table: type, rows: Iterable[dict[str, Any]]) -> None:
-    rows = list(rows)
-    for start in range(0, len(rows), 50_000):
-        session.execute(insert(table), rows[start:start + 50_000])
+BATCH_ROWS = 20_000
 
 
-def _insert_model_versions(session: Session, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
+def _insert(conn: Connection, table: type, rows: Iterable[dict[str, Any]]) -> None:
+    """Bulk insert in batches, inside the caller's transaction: PostgreSQL through psycopg's COPY,
+    SQLite through the driver's executemany, anything else through Core executemany.
+
+    SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
+    as 0.0 (equal as numbers) so both backends hold, and export, the same values.
+    """
+    it = iter(rows)
+    while batch := list(islice(it, BATCH_ROWS)):
+        columns = list(batch[0])
+        tuples = [tuple(0.0 if v.__class__ is float and v == 0 else v for v in row.values()) for row in batch]
+        _write_batch(conn, table.__table__, columns, tuples)
+
+
+def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[tuple]) -> None:
+    dialect = conn.dialect.name
+    types = {c.name: c.type for c in table.columns}
+    if any(isinstance(types[c], JSON) for c in columns):  # JSON values need SQLAlchemy's serializer
+        conn.execute(insert(table), [dict(zip(columns, t)) for t in tuples])
+        return
+    if dialect == "postgresql" and conn.dialect.driver == "psycopg":
+        import psycopg
+
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        cursor = conn.connection.driver_connection.cursor()  # the same transaction as conn
+        try:
+            with cursor.copy(statement) as copy:
+                for row in tuples:
+                    copy.write_row(row)
+        except psycopg.errors.IntegrityError as exc:  # the same exception types as every other write
+            raise IntegrityError(statement, None, exc) from exc
+        except psycopg.Error as exc:
+            raise DBAPIError(statement, None, exc) from exc
+        finally:
+            cursor.close()
+        return
+    if dialect == "sqlite":
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        conn.exec_driver_sql(sql, tuples)
+        return
+    conn.execute(insert(table), [dict(zip(columns, t)) for t in tuples])
+
+
+def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
     now = utc_now_iso()
-    for r in records:
-        session.add(ModelVersionRow(run_id=run_id, created_at=now, fold_index=r.fold_index,
-                                    train_start_ts=r.train_start_ts, train_end_ts=r.train_end_ts,
-                                    trade_start_ts=r.trade_start_ts, trade_end_ts=r.trade_end_ts,
-                                    objective=r.objective, seed=r.seed, threshold=r.threshold,
-                                    train_loss=r.train_loss, val_loss=r.val_loss, steps=r.steps,
-                                    train_seconds=r.train_seconds, config=r.config, losses=r.losses,
-                                    sample_check=r.sample_check, checkpoint=r.checkpoint))
+    _insert(conn, ModelVersionRow, [
+        {"run_id": run_id, "created_at": now, "fold_index": r.fold_index, "train_start_ts": r.train_start_ts,
+         "train_end_ts": r.train_end_ts, "trade_start_ts": r.trade_start_ts, "trade_end_ts": r.trade_end_ts,
+         "objective": r.objective, "seed": r.seed, "threshold": r.threshold, "train_loss": r.train_loss,
+         "val_loss": r.val_loss, "steps": r.steps, "train_seconds": r.train_seconds, "config": r.config,
+         "losses": r.losses, "sample_check": r.sample_check, "checkpoint": r.checkpoint} for r in records])

@@ -31,8 +31,9 @@ def test_json_prints_one_object_and_the_run_is_stored(candles: Path, tmp_path: P
     assert json.loads(metrics)["trades"] == payload["metrics"]["trades"] > 0
     n_trades = con.execute("select count(*) from trades where run_id = ?", (payload["run_id"],)).fetchone()[0]
     assert n_trades == payload["metrics"]["trades"]  # closed round trips
-    n_equity = con.execute("select count(*) from equity where run_id = ?", (payload["run_id"],)).fetchone()[0]
-    assert n_equity == 3_000
+    n_equity = con.execute("select sum(n) from series_chunks where run_id = ? and series = 'equity.ts'",
+                           (payload["run_id"],)).fetchone()[0]
+    assert n_equity == 3_000  # per-bar series are column chunks, one value per bar
 
 
 def test_trade_from_warms_up_without_trading(candles: Path, tmp_path: Path, capsys) -> None:
@@ -89,6 +90,6 @@ def test_a_crash_mid_run_marks_the_run_failed_and_writes_no_rows(candles: Path, 
     assert rc == 1 and "disk on fire" in capsys.readouterr().err
     con = sqlite3.connect(db)
     assert con.execute("select status, error from runs").fetchall() == [("failed", "RuntimeError: disk on fire")]
-    for table in ("orders", "fills", "trades", "equity", "signals"):
+    for table in ("orders", "fills", "trades", "equity", "signals", "series_chunks"):
         assert con.execute(f"select count(*) from {table}").fetchone()[0] == 0
     assert engine.metrics.compute_metrics is not boom

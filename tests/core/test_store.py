@@ -1,11 +1,14 @@
 """The store on a real SQLite file: schema + WAL, complete and atomic writes, clear errors."""
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
+import numpy as np
+
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,12 +18,14 @@ from engine.loop import Engine, EngineEvents
 from engine.types import Order, OrderType, SignalPoint
 from feeds.synthetic import synthetic_bars
 from store.db import StoreError, init_db
-from store.models import SCHEMA_VERSION, EquityRow, OrderRow, RunRow
+from store.models import SCHEMA_VERSION, EquityRow, OrderRow, RunRow, SeriesChunkRow
 from store.repository import BarCommit, RunSpec, commit_bar, count_rows, create_run, get_run, mark_run, save_backtest
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 from tests.core.helpers import make_bar, make_fill, ts
+from tests.inspect.factories import fold_records
 
-TABLES = {"meta", "runs", "model_versions", "orders", "fills", "trades", "equity", "signals", "bars"}
+TABLES = {"meta", "runs", "model_versions", "orders", "fills", "trades", "equity", "signals", "bars",
+          "series_chunks", "alembic_version", "run_leases"}
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +39,16 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def db(db_path: Path):
+def sqlite_db(db_path: Path):
     engine = init_db(str(db_path))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(db_url: str):
+    """The same tests on a SQLite file and (marked pg) on a real PostgreSQL database."""
+    engine = init_db(db_url)
     yield engine
     engine.dispose()
 
@@ -62,7 +75,8 @@ def _copy(events: EngineEvents) -> EngineEvents:
 ZERO = {"orders": 0, "fills": 0, "trades": 0, "equity": 0, "signals": 0, "bars": 0, "model_versions": 0}
 
 
-def test_init_db_creates_schema_in_wal_mode(db, db_path: Path) -> None:
+def test_init_db_creates_schema_in_wal_mode(sqlite_db, db_path: Path) -> None:
+    db = sqlite_db
     assert db_path.exists()
     assert TABLES <= set(inspect(db).get_table_names())
     with db.connect() as conn:
@@ -90,9 +104,64 @@ def test_save_backtest_writes_one_row_per_event(db, backtest) -> None:
     assert run.bars_processed == len(events.equity_ts_ms) and run.last_bar_ts == events.equity_ts_ms[-1]
     with Session(db) as s:
         statuses = dict(s.execute(select(OrderRow.client_id, OrderRow.status).where(OrderRow.run_id == run_id)).all())
-        eq = s.scalars(select(EquityRow.equity).where(EquityRow.run_id == run_id).order_by(EquityRow.ts)).all()
+        tail = s.scalar(select(func.count()).select_from(EquityRow).where(EquityRow.run_id == run_id))
     assert statuses == {o.client_id: engine.broker.status[o.client_id] for o in events.orders}
-    assert eq == events.equity_quote
+    assert tail == 0  # a backtest's per-bar series are all chunks, no row per bar
+
+
+def test_series_read_back_bit_identical(db, backtest) -> None:
+    engine, events = backtest
+    run_id = create_run(db, _spec())
+    save_backtest(db, run_id, events, engine.broker.status, {}, None)
+    eq = repo.load_series(db, run_id, "equity")
+    for name, column in (("ts", events.equity_ts_ms), ("cash", events.equity_cash),
+                         ("position", events.equity_position), ("close", events.equity_close),
+                         ("equity", events.equity_quote)):
+        stored = eq.values[name]
+        assert stored.tobytes() == np.asarray(column, dtype=stored.dtype).tobytes(), name  # bit for bit
+    rows = list(repo.load_series(db, run_id, "signals").rows())
+    assert [tuple(r.values()) for r in rows] == [tuple(s) for s in events.signals]
+
+
+def test_signal_series_keeps_none_and_nan_apart_across_chunks(db, monkeypatch) -> None:
+    import store.series
+
+    monkeypatch.setattr(store.series, "CHUNK_ROWS", 7)  # several chunks from 30 points
+    points = [SignalPoint(ts(i), float("nan") if i == 3 else -1.5 + i / 7, None if i % 4 == 0 else 2.0 + i,
+                          None if i < 10 else 0.125 * i, None if i % 5 == 1 else i // 8) for i in range(30)]
+    run_id = create_run(db, _spec())
+    save_backtest(db, run_id, EngineEvents(signals=points), {}, {}, None)
+    back = [tuple(r.values()) for r in repo.load_series(db, run_id, "signals").rows()]
+    assert len(back) == 30
+    for got, want in zip(back, points):
+        assert got[0] == want[0] and got[2:] == tuple(want[2:])
+        assert (got[1] == want[1]) or (np.isnan(got[1]) and np.isnan(want[1]))
+    with Session(db) as s:
+        assert s.scalar(select(func.count()).select_from(SeriesChunkRow).where(
+            SeriesChunkRow.run_id == run_id, SeriesChunkRow.series == "signals.ts")) == 5
+
+
+def test_paper_tail_is_compacted_atomically_and_reads_back_in_order(db, monkeypatch) -> None:
+    import store.series
+
+    monkeypatch.setattr(store.series, "TAIL_COMPACT_ROWS", 4)
+    run_id = create_run(db, RunSpec(mode="paper", strategy="zscore", initial_cash=1000.0))
+    for i in range(10):
+        commit_bar(db, run_id, _commit(i))
+    with Session(db) as s:
+        tail = s.scalar(select(func.count()).select_from(EquityRow).where(EquityRow.run_id == run_id))
+        chunks = s.scalar(select(func.count()).select_from(SeriesChunkRow).where(
+            SeriesChunkRow.run_id == run_id, SeriesChunkRow.series == "equity.ts"))
+    assert (tail, chunks) == (2, 2)  # compacted after bars 4 and 8
+    eq = repo.load_series(db, run_id, "equity")
+    assert eq.values["ts"].tolist() == [ts(i) for i in range(10)]
+    assert eq.values["close"].tolist() == [100.5 + i for i in range(10)]
+    assert count_rows(db, run_id)["equity"] == 10 and count_rows(db, run_id)["signals"] == 10
+    assert repo.last_stored_state(db, run_id)["equity"] == (ts(9), 1000.0, 0.0, 1000.0)
+    # a bar that fails late leaves tail and chunks as they were (compaction is in the bar's transaction)
+    with pytest.raises(IntegrityError):
+        commit_bar(db, run_id, _commit(10, equity_ts=ts(9)))
+    assert repo.load_series(db, run_id, "equity").values["ts"].tolist() == [ts(i) for i in range(10)]
 
 
 def test_second_init_db_on_the_same_file_keeps_the_data(db_path: Path, backtest) -> None:
@@ -114,14 +183,16 @@ def test_second_init_db_on_the_same_file_keeps_the_data(db_path: Path, backtest)
         ro.dispose()
 
 
-def test_schema_version_mismatch_is_a_store_error(db, db_path: Path) -> None:
-    db.dispose()
+def test_newer_schema_revision_is_refused_and_left_untouched(sqlite_db, db_path: Path) -> None:
+    sqlite_db.dispose()
     raw = sqlite3.connect(db_path)
-    raw.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    raw.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="schema version"):
+    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match="revision 9999_from_the_future is newer"):
         init_db(str(db_path))
+    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
 
 
 def test_foreign_schema_is_a_store_error(tmp_path: Path) -> None:
@@ -160,10 +231,20 @@ def _assert_nothing_written_then_mark_failed(db, run_id: str) -> None:
 def test_constraint_violation_in_save_backtest_writes_nothing(db, backtest) -> None:
     engine, events = backtest
     bad = _copy(events)
-    for column in (bad.equity_ts_ms, bad.equity_cash, bad.equity_position, bad.equity_close, bad.equity_quote):
-        column.append(column[-1])  # a second equity row for the last ts: violates unique (run_id, ts)
+    bad.orders.append(bad.orders[-1])  # the same client id twice: violates unique (run_id, client_id)
     run_id = create_run(db, _spec())
     with pytest.raises(IntegrityError):
+        save_backtest(db, run_id, bad, engine.broker.status, {}, None, model_versions=fold_records(2, [make_bar(0, 1, 1, 1, 1)]))
+    _assert_nothing_written_then_mark_failed(db, run_id)
+
+
+def test_series_out_of_order_is_refused_before_anything_is_written(db, backtest) -> None:
+    engine, events = backtest
+    bad = _copy(events)
+    for column in (bad.equity_ts_ms, bad.equity_cash, bad.equity_position, bad.equity_close, bad.equity_quote):
+        column.append(column[-1])  # a second equity point for the last ts
+    run_id = create_run(db, _spec())
+    with pytest.raises(ValueError, match="strictly increasing"):
         save_backtest(db, run_id, bad, engine.broker.status, {}, None)
     _assert_nothing_written_then_mark_failed(db, run_id)
 

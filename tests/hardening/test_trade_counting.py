@@ -8,6 +8,7 @@ from pathlib import Path
 
 import run_backtest
 from feeds.synthetic import synthetic_bars
+from tests.series_oracle import series_rows
 
 
 def _run(args: list[str], capsys) -> dict:
@@ -23,8 +24,9 @@ def test_an_open_position_at_the_end_is_not_counted_as_a_trade(tmp_path: Path, c
     base = ["--data", str(csv), "--strategy", "zscore", "--db", str(db), "--json"]
     full = _run(base, capsys)
     con = sqlite3.connect(db)
-    positions = con.execute("select ts, position from equity where run_id = ? order by ts",
-                            (full["run_id"],)).fetchall()
+    # per-bar series are column chunks (store/series.py): read with the independent decoder
+    positions = [(r[0], r[2]) for r in series_rows(lambda sql, p: con.execute(sql, p).fetchall(), full["run_id"],
+                                                   "equity")]
     # The last bar of the first holding period after at least one closed trade: end the data there.
     first_exit = con.execute("select min(exit_ts) from trades where run_id = ?", (full["run_id"],)).fetchone()[0]
     i = next(k for k, (ts, pos) in enumerate(positions) if ts > first_exit and pos != 0.0)
@@ -32,8 +34,7 @@ def test_an_open_position_at_the_end_is_not_counted_as_a_trade(tmp_path: Path, c
     cut = _run(base + ["--end", str(end_ts)], capsys)
     m = cut["metrics"]
     closed = con.execute("select count(*) from trades where run_id = ?", (cut["run_id"],)).fetchone()[0]
-    last_pos = con.execute("select position from equity where run_id = ? order by ts desc limit 1",
-                           (cut["run_id"],)).fetchone()[0]
+    last_pos = series_rows(lambda sql, p: con.execute(sql, p).fetchall(), cut["run_id"], "equity")[-1][2]
     assert last_pos != 0.0
     assert m["trades"] == closed >= 1  # closed round trips only
     assert m["open_trade"] == 1 and m["open_position_qty"] == last_pos

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from engine.types import Bar
+from tests.series_oracle import series_rows
 from testkit.candles import random_walk_bars, write_candles_csv
 from testkit.loopback_exchange import LoopbackExchange
 
@@ -211,10 +212,13 @@ def count_bars(db: Path, name: str) -> int:
 
 
 def table_rows(db: Path, run_id: str) -> dict[str, list[tuple]]:
-    """Every result table of a run, in a canonical order, without row ids."""
+    """Every result table of a run, in a canonical order, without row ids (per-bar series: chunks + tail)."""
     out = {}
     for table, (cols, order) in TABLE_COLUMNS.items():
-        out[table] = query(db, f"SELECT {cols} FROM {table} WHERE run_id = ? ORDER BY {order}", (run_id,))
+        if table in ("equity", "signals"):
+            out[table] = series_rows(lambda sql, params: query(db, sql, params), run_id, table)
+        else:
+            out[table] = query(db, f"SELECT {cols} FROM {table} WHERE run_id = ? ORDER BY {order}", (run_id,))
     return out
 
 
@@ -251,12 +255,12 @@ def check_run_integrity(db: Path, run_id: str) -> dict[str, Any]:
     assert ts == list(range(ts[0], ts[-1] + TF_MS, TF_MS)), "bars are not contiguous"
     assert ts[0] == json.loads(run["params"])["history_from_ts"], "the first stored candle is not the run's first"
     live = [t for t in ts if t >= run["trade_from_ts"]]
-    eq = [r[0] for r in query(db, "SELECT ts FROM equity WHERE run_id = ? ORDER BY ts", (run_id,))]
+    eq = [r[0] for r in series_rows(lambda sql, params: query(db, sql, params), run_id, "equity")]
     assert eq == live, f"equity rows ({len(eq)}) are not exactly one per live bar ({len(live)})"
     assert run["last_bar_ts"] == ts[-1] and run["end_ts"] == ts[-1]
     assert run["start_ts"] == ts[0]
     assert run["bars_processed"] == len(ts), f"bars_processed {run['bars_processed']} vs {len(ts)} stored bars"
-    sig = [r[0] for r in query(db, "SELECT ts FROM signals WHERE run_id = ?", (run_id,))]
+    sig = [r[0] for r in series_rows(lambda sql, params: query(db, sql, params), run_id, "signals")]
     assert len(sig) == len(set(sig)) and all(t >= run["trade_from_ts"] for t in sig)
     seqs = [r[0] for r in query(db, "SELECT seq FROM trades WHERE run_id = ? ORDER BY seq", (run_id,))]
     assert seqs == list(range(len(seqs)))

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from engine.types import Bar
+from tests.series_oracle import series_rows
 
 from .conftest import SCORE_LIVE, SCORE_START
 from .helpers import (SCORE_OPTS, PaperProcess, assert_same_rows, check_run_integrity, count_bars, frozen_server,
@@ -76,8 +77,8 @@ def _snapshot(scn: RestartScenario, name: str, proc: PaperProcess, rc: int, stop
             check_run_integrity(scn.db, run["id"])
         except AssertionError as exc:
             error = str(exc)
-    counts = {t: query(scn.db, f"SELECT count(*) FROM {t} WHERE run_id = ?", (run["id"],))[0][0]
-              for t in ("bars", "equity")}
+    counts = {"bars": query(scn.db, "SELECT count(*) FROM bars WHERE run_id = ?", (run["id"],))[0][0],
+              "equity": len(series_rows(lambda sql, params: query(scn.db, sql, params), run["id"], "equity"))}
     phase = Phase(name, rc, len(proc.out), proc.stderr_text(), run["status"], counts["bars"], _live_bars(scn.db, run),
                   counts["equity"], error, stop_latency_s)
     scn.phases.append(phase)
