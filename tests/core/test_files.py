@@ -364,3 +364,50 @@ def test_synthetic_is_deterministic_per_seed_and_valid(tmp_path: Path) -> None:
     assert loaded.ts_ms.tolist() == a.ts_ms.tolist()
     np.testing.assert_allclose(loaded.close, a.close, rtol=1e-15)
     assert loaded.gaps().count == 0
+
+
+# ---- mixed timestamp units (issue 8 item 1) ----------------------------------------------------------
+@pytest.mark.parametrize("header,first_scale,second_scale,unit", [
+    (None, 1, 1000, "µs"),  # Binance klines: ms before 2025, µs after, concatenated
+    (HEADER, 1 / 1000, 1, "ms"),  # seconds, then milliseconds
+    (HEADER, 1, 1_000_000, "ns"),
+])
+def test_mixed_timestamp_units_are_refused_naming_the_first_other_line(tmp_path: Path, header, first_scale,
+                                                                       second_scale, unit) -> None:
+    rows = [(int(r[0] * (first_scale if i < 2 else second_scale)), *r[1:]) for i, r in enumerate(GOOD_ROWS)]
+    if header is None:
+        rows = [(*r, r[0] + 59_999, 1.0, 7, 0.5, 0.5, 0) for r in rows]
+    path = write(tmp_path, "mixed.csv", csv_text(rows, header=header))
+    with pytest.raises(DataError) as err:
+        load_bars(path)
+    msg = str(err.value)
+    line = 3 if header is None else 4  # the third row: no header line, or after it
+    assert len(msg.splitlines()) == 1 and msg.startswith(f"{path}: line {line}: ")
+    assert f"in epoch {unit}" in msg and "mixed timestamp units" in msg
+
+
+def test_mixed_units_exit_2_and_store_nothing(tmp_path: Path, capsys) -> None:
+    import run_backtest
+
+    rows = [(r[0] * (1 if i < 2 else 1000), *r[1:]) for i, r in enumerate(GOOD_ROWS)]
+    path = write(tmp_path, "mixed.csv", csv_text(rows))
+    db = tmp_path / "runs.db"
+    rc = run_backtest.main(["--data", str(path), "--strategy", "zscore", "--json", "--db", str(db)])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert "line 4" in captured.err and "mixed timestamp units" in captured.err
+    assert not db.exists()
+
+
+def test_fast_csv_path_equals_the_row_level_path(tmp_path: Path, monkeypatch) -> None:
+    import feeds.files
+
+    series = synthetic_bars(5_000, seed=3)
+    path = tmp_path / "big.csv.gz"
+    series.to_frame().to_csv(path, index=False)
+    fast = load_bars(path)
+    monkeypatch.setattr(feeds.files, "_load_clean_csv", lambda *a: None)
+    slow = load_bars(path)
+    for col in ("ts_ms", "open", "high", "low", "close", "volume"):
+        assert getattr(fast, col).tobytes() == getattr(slow, col).tobytes() == getattr(series, col).tobytes()
+    assert (fast.timeframe_ms, fast.sha256, fast.notes) == (slow.timeframe_ms, slow.sha256, slow.notes)
