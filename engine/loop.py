@@ -19,6 +19,7 @@ from typing import Iterable
 
 from engine.broker import BrokerConfig, OrderRejected, SimulatedBroker
 from engine.portfolio import Portfolio
+from engine.columns import Column, SignalLog
 from engine.types import Bar, EquityPoint, Fill, Order, OrderType, Side, SignalPoint, Trade
 from feeds.validation import DataError
 from strategies.base import Strategy
@@ -30,17 +31,29 @@ _new_signal = functools.partial(tuple.__new__, SignalPoint)
 
 @dataclass
 class EngineEvents:
-    """Everything a run produced, in the order it happened. Append-only."""
+    """Everything a run produced, in the order it happened. Append-only.
+
+    The per-bar columns are typed arrays and the signals a columnar :class:`SignalLog`:
+    8 bytes per value instead of a Python object per bar (a 1M-bar run stays in memory).
+    """
 
     orders: list[Order] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
-    signals: list[SignalPoint] = field(default_factory=list)
-    equity_ts_ms: list[int] = field(default_factory=list)
-    equity_cash: list[float] = field(default_factory=list)
-    equity_position: list[float] = field(default_factory=list)
-    equity_close: list[float] = field(default_factory=list)
-    equity_quote: list[float] = field(default_factory=list)
+    signals: SignalLog = field(default_factory=SignalLog)
+    equity_ts_ms: Column = field(default_factory=lambda: Column("q"))
+    equity_cash: Column = field(default_factory=lambda: Column("d"))
+    equity_position: Column = field(default_factory=lambda: Column("d"))
+    equity_close: Column = field(default_factory=lambda: Column("d"))
+    equity_quote: Column = field(default_factory=lambda: Column("d"))
+
+    def __post_init__(self) -> None:  # plain lists given by callers (tests, adapters) become columns too
+        if not isinstance(self.signals, SignalLog):
+            self.signals = SignalLog(self.signals)
+        for name, code in (("equity_ts_ms", "q"), ("equity_cash", "d"), ("equity_position", "d"),
+                           ("equity_close", "d"), ("equity_quote", "d")):
+            if not isinstance(getattr(self, name), Column):
+                setattr(self, name, Column(code, getattr(self, name)))
 
     def equity_point(self, i: int) -> EquityPoint:
         return EquityPoint(self.equity_ts_ms[i], self.equity_cash[i], self.equity_position[i],

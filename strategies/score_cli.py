@@ -1,14 +1,21 @@
-"""Command-line options of the score strategy, shared by run_backtest.py and run_paper.py."""
+"""Command-line options of the score strategy, shared by run_backtest.py and run_paper.py.
+
+Adding the options imports nothing heavy: torch (~1 s, ~180 MB) is imported only when a
+score strategy is actually built, so the other strategies' runs never pay for it.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.args import number
-from models.losses import OBJECTIVES
-from models.training import TrainConfig
-from models.walk_forward import MS_PER_DAY, WalkForwardConfig
-from strategies.score_reversion import ScoreReversion, ScoreReversionConfig
+
+if TYPE_CHECKING:
+    from strategies.score_reversion import ScoreReversion, ScoreReversionConfig
+
+# models.losses.OBJECTIVES' names, spelled out to keep torch out of argument parsing
+# (tests/strategies/test_score_cli.py checks they agree).
+OBJECTIVE_NAMES = ("dsm", "ssm", "ssm-vr")
 
 
 # DESIGN.md's defaults are for 1h bars (365 and 30 days); on other timeframes the
@@ -24,7 +31,7 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="rolling training window in days (default: 8,760 bars = 365 days of 1h bars)")
     g.add_argument("--retrain-days", type=number(float, lo=0, hi=36_500, lo_open=True), default=None,
                    help="days traded per frozen model (default: 720 bars = 30 days of 1h bars)")
-    g.add_argument("--objective", default="dsm", choices=sorted(OBJECTIVES), help="score-matching objective")
+    g.add_argument("--objective", default="dsm", choices=OBJECTIVE_NAMES, help="score-matching objective")
     g.add_argument("--seed", type=number(int, lo=0, hi=2**32 - 1),
                    default=0, help="seed of model init, batches and noise (default 0)")
     g.add_argument("--threshold-quantile", type=number(float, lo=0, hi=1, lo_open=True), default=0.99,
@@ -45,8 +52,12 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    default=128, help="width of the score network's hidden layers")
 
 
-def score_config(options: dict[str, Any]) -> ScoreReversionConfig:
+def score_config(options: dict[str, Any]) -> "ScoreReversionConfig":
     """Build the frozen config from parsed options (missing keys take the defaults)."""
+    from models.training import TrainConfig
+    from models.walk_forward import MS_PER_DAY, WalkForwardConfig
+    from strategies.score_reversion import ScoreReversionConfig
+
     o = {**_defaults(), **{k: v for k, v in options.items() if v is not None or k == "unusual_gate"}}
     bar_days = o.get("timeframe_ms", 3_600_000) / MS_PER_DAY
     o["train_days"] = o["train_days"] if o["train_days"] is not None else DEFAULT_TRAIN_BARS * bar_days
@@ -65,7 +76,9 @@ def score_config(options: dict[str, Any]) -> ScoreReversionConfig:
                                 unusual_gate=o["unusual_gate"], long_only=bool(o.get("long_only", False)))
 
 
-def make_score_strategy(options: dict[str, Any]) -> ScoreReversion:
+def make_score_strategy(options: dict[str, Any]) -> "ScoreReversion":
+    from strategies.score_reversion import ScoreReversion
+
     return ScoreReversion(score_config(options))
 
 

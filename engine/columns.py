@@ -1,0 +1,118 @@
+"""Per-bar records of a run kept columnar, so a 1M-bar run holds no million Python objects.
+
+:class:`Column`: a typed array (8 bytes per value) that still compares equal to a list.
+:class:`SignalLog`: the per-bar signal record.
+
+Appending stays one C call per bar (a tuple into a short list); every ``COMPACT_EVERY``
+points the list is moved into typed arrays (int64 times, float64 values, with a
+missing-value flag for the optional fields). Reading gives :class:`SignalPoint` objects
+back exactly (``None`` stays ``None``, floats bit for bit); ``columns()`` hands the store
+the arrays without building per-bar objects.
+"""
+from __future__ import annotations
+
+from array import array
+from typing import Any, Iterator, Sequence, overload
+
+import numpy as np
+
+from engine.types import SignalPoint
+
+COMPACT_EVERY = 65_536
+
+
+class Column(array):
+    """``array('d')`` / ``array('q')`` for a per-bar column; ``==`` a list compares the values."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and self.tolist() == list(other)
+        return array.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class SignalLog(Sequence[SignalPoint]):
+    """An append-only sequence of SignalPoint (ts_ms, signal, threshold, unusualness, model_version)."""
+
+    __slots__ = ("_ts", "_signal", "_threshold", "_unusual", "_version", "_missing", "_recent", "append")
+
+    def __init__(self, points: Sequence[SignalPoint] = ()) -> None:
+        self._ts = array("q")
+        self._signal = array("d")
+        self._threshold = array("d")
+        self._unusual = array("d")
+        self._version = array("q")
+        self._missing = bytearray()  # per point: bit 0 threshold, bit 1 unusualness, bit 2 model_version
+        self._recent: list[SignalPoint] = []
+        self.append = self._append  # bound once: the engine calls it every bar
+        for p in points:
+            self._append(p)
+
+    def _append(self, point: SignalPoint) -> None:
+        recent = self._recent
+        recent.append(point)
+        if len(recent) >= COMPACT_EVERY:
+            self._compact()
+
+    def _compact(self) -> None:
+        recent, self._recent = self._recent, []
+        self._ts.extend([p[0] for p in recent])
+        self._signal.extend([p[1] for p in recent])
+        self._threshold.extend([0.0 if p[2] is None else p[2] for p in recent])
+        self._unusual.extend([0.0 if p[3] is None else p[3] for p in recent])
+        self._version.extend([0 if p[4] is None else p[4] for p in recent])
+        self._missing.extend([(p[2] is None) | (p[3] is None) << 1 | (p[4] is None) << 2 for p in recent])
+
+    def __len__(self) -> int:
+        return len(self._ts) + len(self._recent)
+
+    def _point(self, i: int) -> SignalPoint:
+        flags = self._missing[i]
+        return SignalPoint(self._ts[i], self._signal[i], None if flags & 1 else self._threshold[i],
+                           None if flags & 2 else self._unusual[i], None if flags & 4 else self._version[i])
+
+    @overload
+    def __getitem__(self, index: int) -> SignalPoint: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[SignalPoint]: ...
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("signal index out of range")
+        done = len(self._ts)
+        return self._point(index) if index < done else self._recent[index - done]
+
+    def __iter__(self) -> Iterator[SignalPoint]:
+        for i in range(len(self._ts)):
+            yield self._point(i)
+        yield from list(self._recent)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (SignalLog, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"SignalLog({len(self)} points)"
+
+    def columns(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """name -> (values, missing mask or None), in SignalPoint field order; exact values."""
+        self._compact()
+        missing = np.frombuffer(bytes(self._missing), dtype=np.uint8)
+        out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+            "ts": (np.frombuffer(self._ts, dtype=np.int64).copy(), None),
+            "signal": (np.frombuffer(self._signal, dtype=np.float64).copy(), None)}
+        for name, values, bit, dtype in (("threshold", self._threshold, 1, np.float64),
+                                         ("unusualness", self._unusual, 2, np.float64),
+                                         ("model_version", self._version, 4, np.int64)):
+            mask = (missing & bit).astype(bool)
+            out[name] = (np.frombuffer(values, dtype=dtype).copy(), mask if mask.any() else None)
+        return out

@@ -1,0 +1,22 @@
+"""The score strategy's options parse without importing torch, and name the model's objectives."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from models.losses import OBJECTIVES
+from strategies.score_cli import OBJECTIVE_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_objective_names_are_the_models_objectives() -> None:
+    assert sorted(OBJECTIVE_NAMES) == sorted(OBJECTIVES)
+
+
+def test_parsing_backtest_options_does_not_import_torch() -> None:
+    code = ("import sys, run_backtest; run_backtest.build_parser().parse_args(['--strategy', 'zscore']); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
