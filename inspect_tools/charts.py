@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from inspect_tools.curves import thin_indices
+from store.series import SeriesFrame
 from inspect_tools.report_data import ReportData
 from inspect_tools.timefmt import ms_to_text
 
@@ -30,7 +31,7 @@ def _line(ts_ms: np.ndarray, values: np.ndarray, max_points: int, **kwargs: Any)
 
 def main_figure(data: ReportData, max_points: int) -> go.Figure:
     """Price + trades, equity vs buy-and-hold, drawdowns, and the signal (when stored), on one time axis."""
-    has_signal = bool(data.signals)
+    has_signal = len(data.signals) > 0
     titles = ["Price (close) with entries and exits", "Equity (quote) vs buy-and-hold", "Drawdown"]
     heights = [0.36, 0.26, 0.16]
     if has_signal:
@@ -64,38 +65,58 @@ def main_figure(data: ReportData, max_points: int) -> go.Figure:
 
 
 def trade_markers(trades: Sequence[dict[str, Any]]) -> list[go.Scatter]:
-    """Entries (▲ long, ▼ short) at the fill open and price; exits (✕) coloured by net P&L."""
+    """Entries (▲ long, ▼ short) at the fill open and price; exits (✕) coloured by net P&L.
+
+    Built from numpy arrays (plotly validates those in C, not element by element), so a run
+    with 50k trades still renders in a second.
+    """
     traces = []
     for side, symbol, color in (("long", "triangle-up", GREEN), ("short", "triangle-down", RED)):
         rows = [t for t in trades if t["side"] == side]
         if rows:
+            ts = np.array([t["entry_ts"] for t in rows], dtype=np.int64)
+            price = np.array([t["entry_price"] for t in rows], dtype=float)
+            text = [f"#{t['seq']} {side} entry {when} @ {t['entry_price']:,.2f}" for t, when in zip(rows, _texts(ts))]
             traces.append(go.Scatter(
-                x=_dates([t["entry_ts"] for t in rows]), y=[t["entry_price"] for t in rows], mode="markers",
-                name=f"{side} entry", marker=dict(symbol=symbol, size=9, color=color, line=dict(width=0.5)),
-                text=[f"#{t['seq']} {side} entry {ms_to_text(t['entry_ts'])} @ {t['entry_price']:,.2f}" for t in rows],
+                x=_dates(ts), y=price, mode="markers", name=f"{side} entry",
+                marker=dict(symbol=symbol, size=9, color=color, line=dict(width=0.5)),
+                text=np.array(text, dtype=object), hoverinfo="text"))
+    for won, name, color in ((True, "exit (profit)", GREEN), (False, "exit (loss)", RED)):
+        rows = [t for t in trades if (t["pnl"] > 0) == won]  # one colour per trace: no per-point colours
+        if rows:
+            ts = np.array([t["exit_ts"] for t in rows], dtype=np.int64)
+            text = [f"#{t['seq']} exit ({t['exit_reason']}) {when} @ {t['exit_price']:,.2f}, P&L {t['pnl']:,.2f}"
+                    for t, when in zip(rows, _texts(ts))]
+            traces.append(go.Scatter(
+                x=_dates(ts), y=np.array([t["exit_price"] for t in rows], dtype=float), mode="markers", name=name,
+                marker=dict(symbol="x", size=8, color=color), text=np.array(text, dtype=object),
                 hoverinfo="text"))
-    if trades:
-        traces.append(go.Scatter(
-            x=_dates([t["exit_ts"] for t in trades]), y=[t["exit_price"] for t in trades], mode="markers",
-            name="exit", marker=dict(symbol="x", size=8, color=[GREEN if t["pnl"] > 0 else RED for t in trades]),
-            text=[f"#{t['seq']} exit ({t['exit_reason']}) {ms_to_text(t['exit_ts'])} @ {t['exit_price']:,.2f}, "
-                  f"P&L {t['pnl']:,.2f}" for t in trades], hoverinfo="text"))
     return traces
 
 
-def signal_traces(signals: Sequence[dict[str, Any]], max_points: int) -> list[go.Scatter]:
-    ts = np.array([s["ts"] for s in signals], dtype=np.int64)
-    sig = np.array([s["signal"] for s in signals], dtype=float)
+def _texts(ts_ms: np.ndarray) -> list[str]:
+    """``ms_to_text`` for many times at once ('2024-01-02 03:04' UTC)."""
+    iso = np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="m")
+    return [s.replace("T", " ") for s in iso.tolist()]
+
+
+def signal_traces(signals: SeriesFrame, max_points: int) -> list[go.Scatter]:
+    """Signal, ±threshold and (hidden) unusualness lines from the stored signal series."""
+    ts, sig = signals.values["ts"], signals.values["signal"]
     traces = [_line(ts, sig, max_points, name="signal", line=dict(color=BLUE, width=1))]
-    thr = np.array([np.nan if s["threshold"] is None else abs(s["threshold"]) for s in signals], dtype=float)
+    thr = np.abs(signals.values["threshold"]).astype(float)
+    if signals.missing.get("threshold") is not None:
+        thr[signals.missing["threshold"]] = np.nan
     if np.isfinite(thr).any():
         keep = thin_indices(np.nan_to_num(thr), max_points)
         for sign, name in ((1.0, "+τ threshold"), (-1.0, "−τ threshold")):
             traces.append(go.Scatter(x=_dates(ts[keep]), y=sign * thr[keep], mode="lines", name=name,
                                      line=dict(color=RED, width=1, dash="dot", shape="hv")))
-    unusual = [s["unusualness"] for s in signals]
-    if any(u is not None for u in unusual):
-        u = np.array([np.nan if v is None else v for v in unusual], dtype=float)
+    u_missing = signals.missing.get("unusualness")
+    if u_missing is None or not u_missing.all():
+        u = signals.values["unusualness"].astype(float)
+        if u_missing is not None:
+            u[u_missing] = np.nan
         traces.append(_line(ts, np.nan_to_num(u), max_points, name="unusualness", visible="legendonly",
                             line=dict(color=GREY, width=1)))
     return traces

@@ -28,6 +28,7 @@ EPILOG = """examples:
   inspect_trades.py trades 3f2a --side long --from 2024-01-01 --to 2024-04-01 --min-pnl 0
   inspect_trades.py trades 3f2a --format csv > trades.csv
   inspect_trades.py equity my-paper-run --tail --limit 20
+  inspect_trades.py equity 3f2a --format parquet -o equity.parquet
   inspect_trades.py orders 3f2a --reason entry
   inspect_trades.py compare 3f2a 9b1c --baselines
   inspect_trades.py report 3f2a -o report.html --png equity.png
@@ -78,10 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     _limit(p)
 
     p = sub("equity", commands.cmd_equity, "A run's equity marked at each bar close, with cash, position and the "
-                                           "drawdown from the running peak.")
+                                           "drawdown from the running peak. The export for SQL-minded users: "
+                                           "--format csv|json|parquet (every bar, exact values).")
     _run(p)
     _time_range(p, "bar open time")
-    _format(p)
+    p.add_argument("--format", choices=FORMATS + ("parquet",), default="table",
+                   help="table (default, truncated to --limit), csv or json (always every row), or parquet "
+                        "(binary: -o FILE or a redirected stdout)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the parquet export to this file")
     _limit(p)
 
     p = sub("orders", commands.cmd_orders, "A run's orders with the score (signal) and threshold behind each "

@@ -17,6 +17,7 @@ from inspect_tools.export import with_iso_times, write_json, write_rows
 from inspect_tools.formatting import format_value, metric_kind, metric_specs, run_label, short_id
 from inspect_tools.outfile import write_atomically
 from inspect_tools.queries import OrderFilter, StoreReader, TradeFilter
+from inspect_tools.series_export import write_equity_csv, write_equity_json, write_equity_parquet
 from inspect_tools.summary import (baselines, comparison_columns, parameter_pairs, period_text, report_extras,
                                    run_list_row)
 from inspect_tools.tables import key_values, listing, make_console, metrics_table, print_listing
@@ -98,10 +99,16 @@ def cmd_trades(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> No
 
 def cmd_equity(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> None:
     run = reader.resolve(args.run)
-    rows = reader.equity(run["id"], time_range(args), initial_cash=run["initial_cash"])
-    if args.format != "table":
-        write_rows(out, args.format, EQUITY_FIELDS, with_iso_times(rows, EQUITY_TIMES))
+    if args.format != "table":  # exports: straight from the stored columns, every row
+        values = reader.equity_values(run["id"], time_range(args), initial_cash=run["initial_cash"])
+        if args.format == "csv":
+            write_equity_csv(out, values)
+        elif args.format == "json":
+            write_equity_json(out, values)
+        else:
+            _write_binary(args, out, lambda stream: write_equity_parquet(stream, values))
         return
+    rows = reader.equity(run["id"], time_range(args), initial_cash=run["initial_cash"])
     footer = []
     if rows:
         first, last = rows[0], rows[-1]
@@ -109,6 +116,22 @@ def cmd_equity(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> No
                       f" · deepest drawdown {100.0 * min(r['drawdown'] for r in rows):.2f} %")
     print_listing(make_console(out), EQUITY_COLUMNS, rows, noun="rows", title=_title("Equity", run),
                   limit=args.limit, tail=args.tail, footer=footer)
+
+
+def _write_binary(args: argparse.Namespace, out: TextIO, write: Any) -> None:
+    """Binary exports go to -o FILE (atomically), else to a redirected stdout, never to a terminal."""
+    if getattr(args, "output", None):
+        size = write_atomically(args.output, lambda tmp: write(tmp))
+        out.write(f"wrote {args.output} ({size / 1e6:.1f} MB)\n")
+        return
+    if out.isatty():
+        raise InspectError("--format parquet writes binary: give -o FILE.parquet or redirect stdout to a file")
+    out.flush()
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        raise InspectError("--format parquet needs -o FILE.parquet here")
+    write(buffer)
+    buffer.flush()
 
 
 def cmd_orders(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> None:
@@ -225,7 +248,6 @@ def cmd_report(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> No
         raise InspectError("report needs -o FILE.html and/or --png FILE.png")
     # Imported here: plotly and matplotlib take ~1 s to import, which the other commands need not pay.
     from inspect_tools.html_report import render_html
-    from inspect_tools.png_report import render_png
     from inspect_tools.report_data import load_report_data
 
     run = reader.resolve(args.run)
@@ -235,6 +257,8 @@ def cmd_report(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> No
         size = write_atomically(args.output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         out.write(f"wrote {args.output} ({size / 1e6:.1f} MB, self-contained HTML)\n")
     if args.png:
+        from inspect_tools.png_report import render_png  # matplotlib: imported only for a PNG
+
         width, height = args.png_size
         size = write_atomically(args.png, lambda tmp: render_png(data, tmp, width, height))
         out.write(f"wrote {args.png} ({width}×{height} px PNG, {size / 1e3:.0f} kB)\n")

@@ -23,8 +23,8 @@ from engine.metrics import drawdown
 from inspect_tools.errors import InspectError
 from inspect_tools.timefmt import TimeRange
 from store.db import StoreError, init_db
-from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
-                          TradeRow)
+from store.models import BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow
+from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 
 Row = dict[str, Any]
 _HEX = set("0123456789abcdef")
@@ -92,6 +92,7 @@ class StoreReader:
         """Every run, newest first, with its trade count and last marked equity."""
         trades = (select(func.count()).select_from(TradeRow).where(TradeRow.run_id == RunRow.id)
                   .scalar_subquery())
+        # the live tail's newest row; runs whose equity is all in chunks are filled in below
         last_equity = (select(EquityRow.equity).where(EquityRow.run_id == RunRow.id)
                        .order_by(EquityRow.ts.desc()).limit(1).scalar_subquery())
         query = select(RunRow.id, RunRow.name, RunRow.mode, RunRow.strategy, RunRow.engine, RunRow.symbol,
@@ -107,7 +108,12 @@ class StoreReader:
         # created_at has 1 s resolution; SQLite's rowid keeps insertion order within a second.
         tiebreak = literal_column("runs.rowid").desc() if self.conn.dialect.name == "sqlite" else RunRow.id
         query = query.order_by(RunRow.created_at.desc(), tiebreak)
-        return [row._asdict() for row in self.conn.execute(query)]
+        rows = [row._asdict() for row in self.conn.execute(query)]
+        for row in rows:
+            if row["last_equity"] is None and not row["metrics"]:  # listed by last equity only without metrics
+                chunked = last_chunked_values(self.conn, row["id"], "equity", ["equity"])
+                row["last_equity"] = chunked["equity"] if chunked else None
+        return rows
 
     def run(self, run_id: str) -> Row:
         row = self.conn.execute(select(RunRow.__table__).where(RunRow.id == run_id)).first()
@@ -168,13 +174,30 @@ class StoreReader:
         The peak starts at ``initial_cash`` (as in ``engine.metrics``), and is taken over
         the whole curve before ``when`` is applied, so a window shows true drawdowns.
         """
-        e = EquityRow
-        rows = self.conn.execute(select(e.ts, e.cash, e.position, e.close, e.equity)
-                                 .where(e.run_id == run_id).order_by(e.ts)).all()
-        if not rows:
+        frame = self.equity_series(run_id)
+        if not len(frame):
             return []
-        dd = drawdown(np.array([r.equity for r in rows], dtype=float), initial_cash)
-        return [{**r._asdict(), "drawdown": float(d)} for r, d in zip(rows, dd) if when.contains(r.ts)]
+        values = dict(frame.values)
+        values["drawdown"] = drawdown(values["equity"], initial_cash)
+        keep = _time_mask(when, values["ts"])
+        if not keep.all():
+            values = {k: v[keep] for k, v in values.items()}
+        return list(SeriesFrame(values, {}).rows())
+
+    def equity_values(self, run_id: str, when: TimeRange = TimeRange(),
+                      initial_cash: float | None = None) -> dict[str, np.ndarray]:
+        """Like :meth:`equity` but as columns (ts, cash, position, close, equity, drawdown)."""
+        values = dict(self.equity_series(run_id).values)
+        values["drawdown"] = drawdown(values["equity"], initial_cash)
+        keep = _time_mask(when, values["ts"])
+        return values if keep.all() else {k: v[keep] for k, v in values.items()}
+
+    def equity_series(self, run_id: str) -> SeriesFrame:
+        """The whole equity series as exact arrays (ts, cash, position, close, equity)."""
+        return read_group(self.conn, run_id, "equity")
+
+    def signal_series(self, run_id: str) -> SeriesFrame:
+        return read_group(self.conn, run_id, "signals")
 
     def orders(self, run_id: str, flt: OrderFilter = OrderFilter()) -> list[Row]:
         """Orders with the signal and threshold behind them and their (aggregated) fill."""
@@ -204,12 +227,7 @@ class StoreReader:
         return rows
 
     def signals(self, run_id: str) -> list[Row]:
-        if not self.has_table("signals"):
-            return []
-        s = SignalRow
-        query = (select(s.ts, s.signal, s.threshold, s.unusualness, s.model_version)
-                 .where(s.run_id == run_id).order_by(s.ts))
-        return [row._asdict() for row in self.conn.execute(query)]
+        return list(self.signal_series(run_id).rows())
 
     def bars(self, run_id: str) -> list[Row]:
         """Candles a paper run stored (backtests store none)."""
@@ -222,10 +240,13 @@ class StoreReader:
     def counts(self, run_id: str) -> dict[str, int]:
         """Stored rows of each per-run table (a missing optional table counts 0)."""
         out = {}
-        for name, table in (("orders", OrderRow), ("fills", FillRow), ("trades", TradeRow), ("equity", EquityRow),
-                            ("signals", SignalRow), ("bars", BarRow), ("model_versions", ModelVersionRow)):
-            out[name] = (self.conn.scalar(select(func.count()).select_from(table).where(table.run_id == run_id))
-                         if self.has_table(table.__tablename__) else 0) or 0
+        for name, table in (("orders", OrderRow), ("fills", FillRow), ("trades", TradeRow), ("equity", None),
+                            ("signals", None), ("bars", BarRow), ("model_versions", ModelVersionRow)):
+            if table is None:  # per-bar series: chunked values + live tail rows
+                out[name] = stored_length(self.conn, run_id, name)
+            else:
+                out[name] = (self.conn.scalar(select(func.count()).select_from(table).where(table.run_id == run_id))
+                             if self.has_table(table.__tablename__) else 0) or 0
         return out
 
     def model_versions(self, run_id: str) -> list[Row]:
@@ -239,6 +260,16 @@ class StoreReader:
                         (m.checkpoint.is_not(None)).label("has_checkpoint"))
                  .where(m.run_id == run_id).order_by(m.fold_index))
         return [{**row._asdict(), "has_checkpoint": bool(row.has_checkpoint)} for row in self.conn.execute(query)]
+
+
+def _time_mask(when: TimeRange, ts_ms: np.ndarray) -> np.ndarray:
+    """Vectorised ``when.contains`` over an int64 array of bar open times."""
+    keep = np.ones(len(ts_ms), dtype=bool)
+    if when.start_ms is not None:
+        keep &= ts_ms >= when.start_ms
+    if when.end_ms is not None:
+        keep &= ts_ms < when.end_ms
+    return keep
 
 
 def _hide_password(message: str) -> str:

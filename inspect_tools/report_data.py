@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from inspect_tools.curves import Benchmark, buy_and_hold
-from inspect_tools.queries import StoreReader
+from inspect_tools.queries import StoreReader, drawdown
 from inspect_tools.summary import find_param
+from store.series import SeriesFrame
 
 Row = dict[str, Any]
 
@@ -23,7 +24,7 @@ class ReportData:
     equity: np.ndarray
     drawdown: np.ndarray
     benchmark: Benchmark | None
-    signals: list[Row]
+    signals: SeriesFrame
     folds: list[Row]
 
     @property
@@ -33,16 +34,14 @@ class ReportData:
 
 def load_report_data(reader: StoreReader, run: Row) -> ReportData:
     run_id = run["id"]
-    rows = reader.equity(run_id, initial_cash=run["initial_cash"])
-    ts = np.array([r["ts"] for r in rows], dtype=np.int64)
-    close = np.array([r["close"] for r in rows], dtype=float)
+    frame = reader.equity_series(run_id)  # exact arrays: no per-bar Python objects for a 1M-bar run
+    ts, close, equity = frame.values["ts"], frame.values["close"], frame.values["equity"]
     benchmark = None
-    if rows:
+    if len(ts):
         benchmark = buy_and_hold(ts, close, reader.bars(run_id) if run["mode"] == "paper" else [],
                                  run["initial_cash"], find_param(run["params"], "fee_bps"),
                                  find_param(run["params"], "slippage_bps"),
                                  (run.get("report") or {}).get("buy_and_hold_inputs"))
     return ReportData(run=run, counts=reader.counts(run_id), trades=reader.trades(run_id), ts_ms=ts, close=close,
-                      equity=np.array([r["equity"] for r in rows], dtype=float),
-                      drawdown=np.array([r["drawdown"] for r in rows], dtype=float), benchmark=benchmark,
-                      signals=reader.signals(run_id), folds=reader.model_versions(run_id))
+                      equity=equity, drawdown=drawdown(equity, run["initial_cash"]), benchmark=benchmark,
+                      signals=reader.signal_series(run_id), folds=reader.model_versions(run_id))

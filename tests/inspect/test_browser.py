@@ -46,9 +46,10 @@ def test_report_renders_charts_without_console_errors(chromium, report_page, tmp
     plots = {p["id"]: p for p in result["plots"]}
     assert set(plots) == {"chart-main", "chart-losses"}
     main = plots["chart-main"]
-    # close, long and short entries, exits, equity and drawdown (strategy and buy-and-hold), signal, ±τ
-    assert main["has_layout"] and main["traces"] == 11
-    assert main["drawn_traces"] == 11 and main["line_paths"] >= 7
+    # close, long and short entries, exits (profit, loss), equity and drawdown (strategy and buy-and-hold),
+    # signal, ±τ
+    assert main["has_layout"] and main["traces"] == 12
+    assert main["drawn_traces"] == 12 and main["line_paths"] >= 7
     assert main["width"] > 600 and main["height"] > 800
     assert plots["chart-losses"]["line_paths"] >= 2
     assert result["tables"] >= 4  # run, metrics, folds, trades
