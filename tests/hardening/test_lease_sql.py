@@ -1,16 +1,10 @@
-"""The run lease as SQL: the same rules on a SQLite file and on a real PostgreSQL server (started
-here with Debian's postgresql-15 binaries), including a race of many owners for one run."""
+"""The run lease as SQL: the same rules on a SQLite file and on a real PostgreSQL server (the
+session's throwaway cluster, tests/conftest.py), including a race of many owners for one run."""
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import update
@@ -21,39 +15,13 @@ from store.lease import LeaseHeld, LeaseLost, LeaseOwner, acquire_lease, release
 from store.models import RunLeaseRow
 from store.repository import RunSpec, create_run, mark_run
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("postgresql-15 binaries not installed")
-    base = Path(tempfile.mkdtemp(prefix="lease-pg-"))
-    as_pg: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(base, "postgres", "postgres")
-        as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
-    data, port = base / "data", _free_port()
-    run = dict(check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                    "--no-sync"], **run)
-    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"], **run)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+def postgres_url(pg_server) -> str:
+    """A database of the session's throwaway PostgreSQL server (tests/conftest.py, testkit/pgserver.py)."""
+    return pg_server.create_database("lease")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def db(request, tmp_path: Path):
     url = str(tmp_path / "lease.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     engine = init_db(url)
