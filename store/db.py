@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,25 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
         try:
             _migrate(engine, state)
         except (SQLAlchemyError, OSError) as exc:
-            engine.dispose()
-            raise StoreError(f"cannot set up {_safe(url)}: {_first_line(exc)}") from None
+            # Two processes creating the same new database: the other one won, which is fine.
+            if not (state.empty and _wait_for_head(url, sqlite_path)):
+                engine.dispose()
+                raise StoreError(f"cannot set up {_safe(url)}: {_first_line(exc)}") from None
     return engine
+
+
+def _wait_for_head(url: str, sqlite_path: Path | None, timeout_s: float = 15.0) -> bool:
+    """True once another process has finished creating the database at HEAD."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if _probe(url, sqlite_path).revision == HEAD:
+                return True
+        except StoreError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def upgrade_db(url_or_path: str) -> tuple[str | None, str]:
@@ -193,10 +210,10 @@ def _schema_state(conn: Connection) -> SchemaState:
 
 def _migrate(engine: Engine, state: SchemaState) -> None:
     """Create (empty DB) or upgrade to HEAD in one transaction (DDL is transactional in both dialects)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before the import: it logs its plugins at INFO
     from alembic import command
     from alembic.config import Config
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = Config()
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     with engine.begin() as conn:
