@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from domain.events import EngineEvents
+from domain.series import BarSeries
 from engine.broker import BrokerConfig
-from engine.loop import Engine, EngineEvents
+from engine.loop import Engine
 from engine.metrics import bars_per_year, buy_and_hold_equity, compute_metrics
-from feeds.series import BarSeries
 from strategies.base import Strategy
 
 ENGINES = ("native", "backtrader")
@@ -49,12 +50,18 @@ def run_backtest(series: BarSeries, strategy: Strategy, config: BrokerConfig, *,
 
 def measure(series: BarSeries, events: EngineEvents, order_status: dict[str, str], config: BrokerConfig,
             trade_from_ms: int | None = None) -> BacktestResult:
-    """Metrics of a finished run and of buy-and-hold over the same traded bars."""
+    """Metrics of a finished run and of buy-and-hold over the same traded bars.
+
+    ``equity_floor_hit`` (and ``equity_floor_ts``, the close at which equity first reached
+    zero or below) say whether the run was stopped and closed out by the equity floor.
+    """
     bpy = bars_per_year(series.timeframe_ms)
     fees = sum(f.fee_quote for f in events.fills)
     turnover = sum(f.qty * f.price for f in events.fills)
     metrics = compute_metrics(events.equity_quote, events.trades, bpy, config.cash_quote,
                               events.equity_position, fees, turnover)
+    metrics["equity_floor_hit"] = events.equity_floor_ts is not None
+    metrics["equity_floor_ts"] = events.equity_floor_ts
     traded = series if trade_from_ms is None else series.between(trade_from_ms, None)
     bh = buy_and_hold_metrics(traded, config)
     start = events.equity_ts_ms[0] if events.equity_ts_ms else None

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.types import Trade
+from domain.types import Trade
 
 MS_PER_YEAR = 365.0 * 24 * 3600 * 1000
 

@@ -5,7 +5,7 @@ replay reproduces the same cash, position and trades.
 """
 from __future__ import annotations
 
-from engine.types import Fill, Side, Trade
+from domain.types import Fill, Side, Trade
 
 
 class Portfolio:

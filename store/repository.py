@@ -17,11 +17,11 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.loop import EngineEvents
-from engine.types import Bar, Fill, Order, SignalPoint, Trade
+from domain.events import EngineEvents
+from domain.types import Bar, Fill, Order, SignalPoint, Trade
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
-from models.records import ModelVersionRecord
+from domain.records import ModelVersionRecord
 from store.db import StoreError
 from store.lease import verify_and_renew
 from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
