@@ -92,3 +92,33 @@ def test_a_crash_mid_run_marks_the_run_failed_and_writes_no_rows(candles: Path, 
     for table in ("orders", "fills", "trades", "equity", "signals"):
         assert con.execute(f"select count(*) from {table}").fetchone()[0] == 0
     assert engine.metrics.compute_metrics is not boom
+
+
+def _json_run(candles: Path, db: Path, capsys, *extra: str) -> dict:
+    rc = run_backtest.main(["--data", str(candles), "--strategy", "zscore", "--json", "--db", str(db), *extra])
+    assert rc == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_fee_schedule_flags(candles: Path, tmp_path: Path, capsys) -> None:
+    """--fee-bps is the taker fee (--taker-fee-bps is its other name); the maker fee defaults to it.
+    The z-score baseline trades only market orders, so a maker fee cannot change its fills."""
+    db = tmp_path / "runs.db"
+    default = _json_run(candles, db, capsys)
+    assert (default["fee_bps"], default["maker_fee_bps"]) == (10.0, 10.0)
+    maker = _json_run(candles, db, capsys, "--maker-fee-bps", "2")
+    assert maker["maker_fee_bps"] == 2.0 and maker["metrics"] == default["metrics"]
+    taker = _json_run(candles, db, capsys, "--taker-fee-bps", "5")
+    plain = _json_run(candles, db, capsys, "--fee-bps", "5")
+    assert taker["fee_bps"] == 5.0 and taker["metrics"] == plain["metrics"] != default["metrics"]
+
+
+@pytest.mark.parametrize("flag", ["--maker-fee-bps", "--taker-fee-bps"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "10000"])
+def test_bad_fee_schedule_values_exit_2_and_store_nothing(candles: Path, tmp_path: Path, capsys, flag: str,
+                                                          value: str) -> None:
+    db = tmp_path / "runs.db"
+    rc = run_backtest.main(["--data", str(candles), "--db", str(db), flag, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and flag in err
+    assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
