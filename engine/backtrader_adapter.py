@@ -61,7 +61,8 @@ from domain.series import BarSeries
 from domain.types import CANCELLED, FILLED, REJECTED, SUBMITTED, Bar, Fill, Liquidity, Order, OrderType, Side
 from engine.broker import BrokerConfig
 from engine.costs import BpsSlippage, FeeModel
-from engine.orders import OrderIntake, OrderRejected, fill_liquidity, fill_price_at, priority, settle
+from engine.context import StrategyContext
+from engine.orders import OrderRejected, fill_liquidity, fill_price_at, priority, settle
 from engine.portfolio import Portfolio
 from engine.sizing import plan_fill
 from strategies.base import Strategy
@@ -228,13 +229,13 @@ class _Bridge(bt.Strategy):
         self.p.ctx.on_bt_trade(trade)
 
     def stop(self):
-        self.p.ctx.detach()
+        self.p.ctx.end()
 
 
-class BacktraderContext(OrderIntake):
+class BacktraderContext(StrategyContext):
     """The ``ctx`` a strategy acts through inside backtrader (the :class:`strategies.base.Context` protocol).
 
-    The order methods and their rules are :class:`engine.orders.OrderIntake`'s, shared with
+    The order methods and their rules are :class:`engine.context.StrategyContext`'s, shared with
     the native engine. Reads (position, cash, equity) come from backtrader's broker; orders
     are held until the next bar's open, then sized with :func:`engine.sizing.plan_fill` and
     sent to backtrader (see module doc).
@@ -258,19 +259,13 @@ class BacktraderContext(OrderIntake):
         self._priced: list[Order] = []  # live stop and limit orders
         self._sent: dict[int, tuple[object, Order]] = {}  # backtrader ref → (bt order, our order), this bar
         self._filled_groups: set[str] = set()
-        self._book = Portfolio(config.cash_quote)  # rebuilt from backtrader's fills: trades, bars held
+        self.portfolio = Portfolio(config.cash_quote)  # rebuilt from backtrader's fills: trades, bars held
         self._bt = None
-        self._started = False
 
     # ---- backtrader hooks ----------------------------------------------------------------
     def attach(self, bridge) -> None:
         self._bt = bridge
-        if not self._started:
-            self._started = True
-            self.strategy.on_start(self)
-
-    def detach(self) -> None:
-        self.strategy.on_stop(self)
+        self.begin()
 
     def on_open(self) -> None:
         """Bar t+1's open is known: size and send what was decided at bar t's close."""
@@ -282,8 +277,7 @@ class BacktraderContext(OrderIntake):
         pos, pos_price, cash = position.size, position.price, self._bt.broker.getcash()
         taker_rate = self.fee_model.rate(Liquidity.TAKER)
         for order in self._queued:
-            plan = plan_fill(order, pos, cash, raw_open, fee_rate=taker_rate, slippage=self._slippage,
-                             long_only=self.config.long_only)
+            plan = plan_fill(order, pos, cash, raw_open, taker_rate, self._slippage, self.config.long_only)
             if plan is None:
                 self.events.order_status[order.client_id] = CANCELLED
                 continue
@@ -296,8 +290,8 @@ class BacktraderContext(OrderIntake):
         for order in sorted(self._priced, key=priority):
             liquidity = fill_liquidity(order, raw_open, i == self._placed_bar[order.client_id] + 1)
             rate = self.fee_model.rate(liquidity)
-            plan = plan_fill(order, pos, cash, fill_price_at(order, raw_open), fee_rate=rate,
-                             slippage=self._slippage, long_only=self.config.long_only)
+            plan = plan_fill(order, pos, cash, fill_price_at(order, raw_open), rate, self._slippage,
+                             self.config.long_only)
             if plan is None:
                 continue
             side, qty, price = plan
@@ -334,7 +328,7 @@ class BacktraderContext(OrderIntake):
             self.events.order_status.update(ended)
         self._filled_groups.clear()
         bar = Bar(self._ts[i], self._open[i], self._high[i], self._low[i], self._close[i], self._volume[i])
-        self.bar, self.bar_index = bar, i
+        self.bar, self.bar_index, self._last_ts = bar, i, bar.ts_ms
         self.trading = self.trading or bar.ts_ms >= self.trade_from_ms  # type: ignore[operator]
         if self.equity_floor_ts is None:
             self.strategy.on_bar(bar, self)
@@ -346,8 +340,6 @@ class BacktraderContext(OrderIntake):
                                   (ev.equity_quote, equity)):
                 column.append(value)
             if equity <= 0.0:
-                if self.equity_floor_ts is None:
-                    ev.equity_floor_ts = bar.ts_ms
                 self._hit_equity_floor(bar.ts_ms)
 
     def on_bt_order(self, bt_order) -> None:
@@ -364,7 +356,7 @@ class BacktraderContext(OrderIntake):
                 fill = Fill(order.client_id, self._ts[i], side, abs(bit.size), bit.price, bit.comm, order.reason,
                             liquidity)
                 self.events.fills.append(fill)
-                trade = self._book.apply(fill, i)
+                trade = self.portfolio.apply(fill, i)
                 if trade is not None:
                     self.events.trades.append(trade)
             self.events.order_status[order.client_id] = FILLED
@@ -405,12 +397,6 @@ class BacktraderContext(OrderIntake):
     @property
     def avg_entry_price(self) -> float:
         return self._bt.position.price
-
-    @property
-    def bars_in_position(self) -> int | None:
-        """Bars since the current position's first fill (0 on the fill bar), None when flat."""
-        entry = self._book.open_trade_entry_bar()
-        return None if entry is None else self.bar_index - entry
 
     @property
     def pending_orders(self) -> list[Order]:

@@ -61,6 +61,8 @@ class SimulatedBroker:
         no_slip = isinstance(self.slippage_model, BpsSlippage) and self.slippage_model.slippage_bps == 0.0
         self._slippage = None if no_slip else self.slippage_model
         self.placed_bar = {} if placed_bar is None else placed_bar
+        # Fee rates by liquidity, read once (a fee model's rate is a constant of the schedule).
+        self._rates = {liquidity: self.fee_model.rate(liquidity) for liquidity in Liquidity}
         self.pending: list[Order] = []
         self.status: dict[str, str] = {}
         self.changes: dict[str, str] | None = None  # when a dict, every status change is also noted here
@@ -72,7 +74,9 @@ class SimulatedBroker:
 
     def submit(self, order: Order) -> None:
         self.pending.append(order)
-        self._set_status(order.client_id, SUBMITTED)
+        self.status[order.client_id] = SUBMITTED  # _set_status, inlined: once per order
+        if self.changes is not None:
+            self.changes[order.client_id] = SUBMITTED
 
     def cancel(self, client_id: str) -> None:
         before = len(self.pending)
@@ -92,10 +96,12 @@ class SimulatedBroker:
             order = pending[0]
             self.pending = []
             fill = self._make_fill(order, bar, bar.open, bar_index)
+            status = CANCELLED if fill is None else FILLED
+            self.status[order.client_id] = status  # _set_status, inlined
+            if self.changes is not None:
+                self.changes[order.client_id] = status
             if fill is None:
-                self._set_status(order.client_id, CANCELLED)
                 return [], []
-            self._set_status(order.client_id, FILLED)
             trade = self.portfolio.apply(fill, bar_index)
             return [fill], ([] if trade is None else [trade])
         fills: list[Fill] = []
@@ -136,15 +142,14 @@ class SimulatedBroker:
             liquidity = Liquidity.TAKER
         else:
             liquidity = fill_liquidity(order, bar.open, bar_index == self.placed_bar[order.client_id] + 1)
-        fees = self.fee_model
         pf = self.portfolio
-        plan = plan_fill(order, pf.position_qty, pf.cash_quote, raw_price, fee_rate=fees.rate(liquidity),
-                         slippage=self._slippage, long_only=self.config.long_only)
+        plan = plan_fill(order, pf.position_qty, pf.cash_quote, raw_price, self._rates[liquidity], self._slippage,
+                         self.config.long_only)
         if plan is None:
             return None
         side, qty, price = plan
-        return Fill(order.client_id, bar.ts_ms, side, qty, price, fees.fee(qty, price, liquidity), order.reason,
-                    liquidity)
+        return Fill(order.client_id, bar.ts_ms, side, qty, price, self.fee_model.fee(qty, price, liquidity),
+                    order.reason, liquidity)
 
 
 def _trigger_price(order: Order, bar: Bar) -> float | None:

@@ -26,7 +26,7 @@ from domain.events import EngineEvents, StepResult
 from domain.types import Bar, EquityPoint, Fill, Order, Trade
 from engine.broker import BrokerConfig, SimulatedBroker
 from engine.costs import FeeModel, SlippageModel
-from engine.orders import OrderIntake
+from engine.context import StrategyContext
 from engine.portfolio import Portfolio
 from strategies.base import Strategy
 
@@ -35,11 +35,11 @@ __all__ = ["Engine", "EngineEvents", "StepResult"]
 _NO_FILLS: tuple[list[Fill], list[Trade]] = ([], [])
 
 
-class Engine(OrderIntake):
+class Engine(StrategyContext):
     """Runs one strategy over a stream of bars; also the ``ctx`` a strategy acts through.
 
     The order methods (``target_percent``, ``close``, ``market``, ``stop``, ``limit``,
-    ``record_signal``) and their rules are :class:`engine.orders.OrderIntake`'s.
+    ``record_signal``) and their rules are :class:`engine.context.StrategyContext`'s.
     """
 
     def __init__(self, strategy: Strategy, config: BrokerConfig = BrokerConfig(),
@@ -51,7 +51,6 @@ class Engine(OrderIntake):
         self.broker = SimulatedBroker(config, self.portfolio, fee_model=fee_model, slippage_model=slippage_model,
                                       placed_bar=self._placed_bar)
         self.events = EngineEvents()
-        self._last_ts = -(2**63)
         self._on_bar = strategy.on_bar
         # Bound appends of the equity columns: the per-bar mark is the hottest code in a run.
         ev = self.events
@@ -60,8 +59,7 @@ class Engine(OrderIntake):
         self._mark_equity = ev.equity_quote.append
         self._add_signal = ev.signals.append
         self._add_order = ev.orders.append
-        self._started = False
-        self._stopped = False
+        self._bar_fills: tuple[list[Fill], list[Trade]] = _NO_FILLS
 
     # ---- running -------------------------------------------------------------------
     def run(self, bars: Iterable[Bar]) -> EngineEvents:
@@ -80,28 +78,18 @@ class Engine(OrderIntake):
         self.end()
         return self.events
 
-    def begin(self) -> None:
-        """Call the strategy's on_start once."""
-        if not self._started:
-            self._started = True
-            self.strategy.on_start(self)
-
-    def end(self) -> None:
-        """Call the strategy's on_stop once."""
-        if not self._stopped:
-            self._stopped = True
-            self.strategy.on_stop(self)
-
     def step(self, bar: Bar) -> StepResult:
         """Process one closed bar (fills, decision, mark) and return everything it changed."""
         ev = self.events
         first_order, first_signal = len(ev.orders), len(ev.signals)  # this engine's own append-only logs
         changes: dict[str, str] = {}
         self.broker.changes = changes
+        self._bar_fills = _NO_FILLS
         try:
-            fills, trades = self._advance(bar)
+            self._advance(bar)
         finally:
             self.broker.changes = None
+        fills, trades = self._bar_fills
         equity = None
         if self.trading:
             equity = EquityPoint(ev.equity_ts_ms[-1], ev.equity_cash[-1], ev.equity_position[-1],
@@ -111,19 +99,19 @@ class Engine(OrderIntake):
                           signals=tuple(ev.signals[first_signal:]),
                           equity_floor_hit=self.equity_floor_ts is not None and self.equity_floor_ts == bar.ts_ms)
 
-    def _advance(self, bar: Bar) -> tuple[list[Fill], list[Trade]]:
-        """Fills, then the strategy's decision, then the mark. Returns this bar's fills and trades."""
+    def _advance(self, bar: Bar) -> None:
+        """Fills, then the strategy's decision, then the mark (a bar with fills leaves them in ``_bar_fills``)."""
         ts = bar.ts_ms
         if ts <= self._last_ts:
             raise DataError(f"bars out of order: {ts} after {self._last_ts}")
         self._last_ts = ts
         self.bar_index += 1
-        filled = _NO_FILLS
         if self.broker.pending:
             filled = self.broker.process(bar, self.bar_index)
             if filled[0]:
                 self.events.fills.extend(filled[0])
                 self.events.trades.extend(filled[1])
+                self._bar_fills = filled
         self.bar = bar
         if not self.trading and ts >= self.trade_from_ms:  # type: ignore[operator]
             self.trading = True
@@ -139,12 +127,9 @@ class Engine(OrderIntake):
             self._mark_equity(equity)
             if equity <= 0.0:
                 self._hit_equity_floor(ts)
-        return filled
 
     def _hit_equity_floor(self, ts_ms: int) -> None:
-        if self.equity_floor_ts is None:
-            self.events.equity_floor_ts = ts_ms
-            self._on_bar = _skip_bar  # the strategy trades no more
+        self._on_bar = _skip_bar  # the strategy trades no more
         super()._hit_equity_floor(ts_ms)
 
     # ---- the strategy's view (ctx) -------------------------------------------------------
@@ -166,12 +151,6 @@ class Engine(OrderIntake):
     @property
     def avg_entry_price(self) -> float:
         return self.portfolio.avg_entry_price
-
-    @property
-    def bars_in_position(self) -> int | None:
-        """Bars since the current position's first fill (0 on the fill bar), None when flat."""
-        entry = self.portfolio.open_trade_entry_bar()
-        return None if entry is None else self.bar_index - entry
 
     @property
     def pending_orders(self) -> list[Order]:

@@ -16,7 +16,7 @@ from engine.costs import SlippageModel
 QTY_EPS = 1e-12  # a target within this fraction of the position (or of itself) is a no-op
 
 
-def plan_fill(order: Order, position_qty: float, cash_quote: float, raw_price: float, *, fee_rate: float,
+def plan_fill(order: Order, position_qty: float, cash_quote: float, raw_price: float, fee_rate: float,
               slippage: SlippageModel | None, long_only: bool) -> tuple[Side, float, float] | None:
     """(side, qty, executed price) of ``order`` filling at ``raw_price``; None when there is nothing to do.
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 class Context(Protocol):
     """What a strategy may read and do. Implemented by the engine and the backtrader adapter
-    (both through ``engine.orders.OrderIntake``, whose docstring gives the full rules).
+    (both through ``engine.context.StrategyContext``, whose docstring gives the full rules).
 
     Every order is decided at the current bar's close and fills from the next bar on:
     - ``target_percent(f)``: hold f × equity (signed) after the next open;
