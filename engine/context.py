@@ -40,14 +40,17 @@ class StrategyContext:
       price, or at the open if the bar gaps through), sized at the fill like
       ``target_percent`` (with the maker fee when it rested); it expires after bar t+N.
       Stops are tried before limits within a bar. A limit that is marketable on its first
-      bar fills at that open and pays the taker fee.
+      bar fills at that open and pays the taker fee. ``stop(..., target_fraction=f)`` is the
+      breakout counterpart (taker fee, slipped).
     - ``qty`` gives an absolute size instead; ``oco_group`` makes orders cancel each other.
     - Extra keywords (``signal``, ``threshold``, ``model_version``) are stored with the order.
+    - Equity floor: once equity marked at a close is zero or below, the engine cancels what is
+      pending, closes the position at the next open (reason ``equity_floor``) and stops
+      calling the strategy.
 
     Subclasses set ``strategy``, ``events`` (the run's record), ``portfolio`` (the book of
-    fills: trades and bars held),
-    ``_add_signal`` (where signals go) and implement ``_accept`` (where an order goes),
-    ``cancel_all``, ``pending_orders`` and the account reads.
+    fills: trades and bars held) and ``_add_signal`` (where signals go), and implement
+    ``_accept`` (where an order goes), ``cancel_all``, ``pending_orders`` and the account reads.
     """
 
     strategy: Any
