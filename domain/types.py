@@ -87,11 +87,6 @@ class Order(NamedTuple):  # NamedTuple: made in the hot loop, far cheaper than a
     parent_id: str | None = None
     expire_after_bars: int | None = None
 
-    @property
-    def is_protective(self) -> bool:
-        """A STOP/LIMIT exit without a size: it closes whatever position is held when it fills."""
-        return self.target_fraction == 0.0 and self.type is not OrderType.MARKET
-
 
 class Fill(NamedTuple):
     """An executed (simulated) fill. ``qty`` is positive; ``side`` gives the direction.

@@ -22,6 +22,8 @@ from engine.portfolio import Portfolio
 from engine.sizing import plan_fill
 
 __all__ = ["BrokerConfig", "OrderRejected", "SimulatedBroker"]
+# Enum members read once: attribute access on an Enum class costs ~100 ns, and these run per order.
+_MARKET, _TAKER = OrderType.MARKET, Liquidity.TAKER
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +51,13 @@ class SimulatedBroker:
     ``fee_model`` and ``slippage_model`` default to the ones ``config`` describes; pass
     your own (anything with the same methods, see engine/costs.py) to change costs.
     ``placed_bar`` maps a STOP/LIMIT order's client id to the bar index of its decision
-    (for expiry and maker/taker); the engine shares its own map.
+    (for expiry and maker/taker); the engine shares its own map. ``order_log`` receives
+    every submitted order, in order (the engine passes its run record's list).
     """
 
     def __init__(self, config: BrokerConfig, portfolio: Portfolio, *, fee_model: FeeModel | None = None,
-                 slippage_model: SlippageModel | None = None, placed_bar: dict[str, int] | None = None) -> None:
+                 slippage_model: SlippageModel | None = None, placed_bar: dict[str, int] | None = None,
+                 order_log: list[Order] | None = None) -> None:
         self.config = config
         self.portfolio = portfolio
         self.fee_model = config.fee_model() if fee_model is None else fee_model
@@ -65,6 +69,7 @@ class SimulatedBroker:
         self._rates = {liquidity: self.fee_model.rate(liquidity) for liquidity in Liquidity}
         self.pending: list[Order] = []
         self.status: dict[str, str] = {}
+        self._log_order = (order_log if order_log is not None else []).append
         self.changes: dict[str, str] | None = None  # when a dict, every status change is also noted here
 
     def _set_status(self, client_id: str, status: str) -> None:
@@ -74,6 +79,7 @@ class SimulatedBroker:
 
     def submit(self, order: Order) -> None:
         self.pending.append(order)
+        self._log_order(order)
         self.status[order.client_id] = SUBMITTED  # _set_status, inlined: once per order
         if self.changes is not None:
             self.changes[order.client_id] = SUBMITTED
@@ -92,7 +98,7 @@ class SimulatedBroker:
     def process(self, bar: Bar, bar_index: int) -> tuple[list[Fill], list[Trade]]:
         """Fill what bar ``bar`` triggers; return the fills and any trades they closed."""
         pending = self.pending
-        if len(pending) == 1 and pending[0].type is OrderType.MARKET:  # the common case, kept cheap
+        if len(pending) == 1 and pending[0].type is _MARKET:  # the common case, kept cheap
             order = pending[0]
             self.pending = []
             fill = self._make_fill(order, bar, bar.open, bar_index)
@@ -138,8 +144,8 @@ class SimulatedBroker:
 
     def _make_fill(self, order: Order, bar: Bar, raw_price: float, bar_index: int) -> Fill | None:
         """Size, price and charge the fill; None when there is nothing to do (e.g. already flat)."""
-        if order.type is OrderType.MARKET:
-            liquidity = Liquidity.TAKER
+        if order.type is _MARKET:
+            liquidity = _TAKER
         else:
             liquidity = fill_liquidity(order, bar.open, bar_index == self.placed_bar[order.client_id] + 1)
         pf = self.portfolio

@@ -18,6 +18,7 @@ from engine.portfolio import Portfolio
 # SignalPoint from a plain tuple via tuple.__new__ (a C call): one is made per bar.
 _new_signal = functools.partial(tuple.__new__, SignalPoint)
 EQUITY_FLOOR_REASON = "equity_floor"
+_MARKET = OrderType.MARKET  # read once: attribute access on an Enum class costs ~100 ns per order
 
 
 class StrategyContext:
@@ -105,11 +106,11 @@ class StrategyContext:
         """Market order to hold ``fraction`` of equity (signed) after the next open."""
         if fraction < 0 and self.config.long_only:
             raise OrderRejected("short orders are not allowed with long_only")
-        return self._submit(OrderType.MARKET, reason, target_fraction=float(fraction), **info)
+        return self._submit(_MARKET, reason, target_fraction=float(fraction), **info)
 
     def close(self, reason: str, **info: Any) -> Order | None:
         """Market order that flattens the position at the next open."""
-        return self._submit(OrderType.MARKET, reason, target_fraction=0.0, **info)
+        return self._submit(_MARKET, reason, target_fraction=0.0, **info)
 
     def market(self, side: Side, qty: float, reason: str, **info: Any) -> Order | None:
         return self._submit(OrderType.MARKET, reason, side=side, qty=positive_qty(qty), **info)
@@ -171,11 +172,11 @@ class StrategyContext:
         self._order_seq += 1
         client_id = f"{self._order_prefix}{self._order_seq}"
         if fields.get("target_fraction") == 0.0:  # a close, or a protective exit
-            if type_ is not OrderType.MARKET and self._entry_ts == bar.ts_ms:
+            if type_ is not _MARKET and self._entry_ts == bar.ts_ms:
                 fields["parent_id"] = self._entry_id  # placed together with an entry: its bracket
         else:  # an entry (or an add): protective exits placed at this close belong to it
             self._entry_ts, self._entry_id = bar.ts_ms, client_id
-        if type_ is not OrderType.MARKET:
+        if type_ is not _MARKET:
             self._placed_bar[client_id] = self.bar_index
         order = Order(client_id, bar.ts_ms, type_, reason, **fields)
         self._accept(order)

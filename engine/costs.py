@@ -7,6 +7,8 @@ from typing import Protocol
 
 from domain.types import Liquidity, Side
 
+_MAKER = Liquidity.MAKER  # enum members read once: attribute access on an Enum class is slow in the hot path
+
 
 class FeeModel(Protocol):
     """Fee of a fill in quote currency, by whether it took or made liquidity."""
@@ -36,10 +38,10 @@ class MakerTakerFee:
     maker_bps: float = 10.0
 
     def rate(self, liquidity: Liquidity) -> float:
-        return (self.maker_bps if liquidity is Liquidity.MAKER else self.taker_bps) / 10_000.0
+        return (self.maker_bps if liquidity is _MAKER else self.taker_bps) / 10_000.0
 
     def fee(self, qty: float, price: float, liquidity: Liquidity) -> float:
-        bps = self.maker_bps if liquidity is Liquidity.MAKER else self.taker_bps
+        bps = self.maker_bps if liquidity is _MAKER else self.taker_bps
         return qty * price * bps / 10_000.0
 
 

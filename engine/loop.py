@@ -48,9 +48,10 @@ class Engine(StrategyContext):
         super().__init__(config, trade_from_ms, order_prefix)
         self.strategy = strategy
         self.portfolio = Portfolio(config.cash_quote)
-        self.broker = SimulatedBroker(config, self.portfolio, fee_model=fee_model, slippage_model=slippage_model,
-                                      placed_bar=self._placed_bar)
         self.events = EngineEvents()
+        self.broker = SimulatedBroker(config, self.portfolio, fee_model=fee_model, slippage_model=slippage_model,
+                                      placed_bar=self._placed_bar, order_log=self.events.orders)
+        self._accept = self.broker.submit  # the broker also logs each order in events.orders
         self._on_bar = strategy.on_bar
         # Bound appends of the equity columns: the per-bar mark is the hottest code in a run.
         ev = self.events
@@ -58,7 +59,6 @@ class Engine(StrategyContext):
         self._mark_position, self._mark_close = ev.equity_position.append, ev.equity_close.append
         self._mark_equity = ev.equity_quote.append
         self._add_signal = ev.signals.append
-        self._add_order = ev.orders.append
         self._bar_fills: tuple[list[Fill], list[Trade]] = _NO_FILLS
 
     # ---- running -------------------------------------------------------------------
@@ -107,11 +107,11 @@ class Engine(StrategyContext):
         self._last_ts = ts
         self.bar_index += 1
         if self.broker.pending:
-            filled = self.broker.process(bar, self.bar_index)
-            if filled[0]:
-                self.events.fills.extend(filled[0])
-                self.events.trades.extend(filled[1])
-                self._bar_fills = filled
+            fills, trades = self.broker.process(bar, self.bar_index)
+            if fills:
+                self.events.fills.extend(fills)
+                self.events.trades.extend(trades)
+                self._bar_fills = fills, trades
         self.bar = bar
         if not self.trading and ts >= self.trade_from_ms:  # type: ignore[operator]
             self.trading = True
@@ -158,10 +158,6 @@ class Engine(StrategyContext):
 
     def cancel_all(self) -> None:
         self.broker.cancel_all()
-
-    def _accept(self, order: Order) -> None:
-        self.broker.submit(order)
-        self._add_order(order)
 
 
 def _skip_bar(bar: Bar, ctx: object) -> None:
