@@ -2,6 +2,5 @@
 
 Import from ``domain.types`` in new code; this module only keeps older imports working.
 """
-from domain.types import *  # noqa: F401,F403
 from domain.types import (CANCELLED, EXPIRED, FILLED, REJECTED, SUBMITTED, Bar, EquityPoint, Fill,  # noqa: F401
                           Liquidity, Order, OrderType, Side, SignalPoint, Trade)

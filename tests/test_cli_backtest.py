@@ -122,3 +122,33 @@ def test_bad_fee_schedule_values_exit_2_and_store_nothing(candles: Path, tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and flag in err
     assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def test_a_run_that_reaches_zero_equity_is_marked(tmp_path: Path, capsys) -> None:
+    """The z-score baseline shorts all-in on a +3 % spike; the price then rises 5 % a bar (z stays
+    >= 0, so it never exits by itself) and doubles: the equity floor stops and closes the run."""
+    import numpy as np
+    import pandas as pd
+
+    returns = [0.001 * (-1) ** i for i in range(60)] + [0.03] + [0.05] * 39
+    close = 100.0 * np.exp(np.cumsum([0.0] + returns))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    ts = 1_700_002_800_000 + 3_600_000 * np.arange(len(close))
+    path = tmp_path / "rising.csv"
+    pd.DataFrame({"timestamp": ts, "open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close),
+                  "close": close, "volume": 1.0}).to_csv(path, index=False)
+    db = tmp_path / "runs.db"
+    payload = _json_run(path, db, capsys)
+    metrics = payload["metrics"]
+    assert metrics["equity_floor_hit"] is True and metrics["final_equity"] <= 0.0
+    floor_ts = metrics["equity_floor_ts"]
+    con = sqlite3.connect(db)
+    stored = json.loads(con.execute("select metrics from runs where id = ?", (payload["run_id"],)).fetchone()[0])
+    assert stored["equity_floor_hit"] is True and stored["equity_floor_ts"] == floor_ts
+    # closed out at the next open; nothing traded after that
+    last_fill = con.execute("select ts, reason from fills where run_id = ? order by id desc limit 1",
+                            (payload["run_id"],)).fetchone()
+    assert last_fill == (floor_ts + 3_600_000, "equity_floor")
+    last_trade = con.execute("select side, exit_ts, exit_reason from trades where run_id = ? order by seq desc "
+                             "limit 1", (payload["run_id"],)).fetchone()
+    assert last_trade == ("short", floor_ts + 3_600_000, "equity_floor")
