@@ -72,6 +72,6 @@ def test_run_paper_refuses_bad_fee_schedule_before_anything_exists(tmp_path: Pat
     rc = run_paper.main(["--strategy", "zscore", "--db", str(db), "--run-name", "x", "--exchange-url",
                          "http://127.0.0.1:9", f"{flag}={value}"])
     err = capsys.readouterr().err
-    assert rc == 2 and [line for line in err.splitlines() if line.startswith("error:")] == [
-        f"error: {flag} must be in [0, 10000), got {float(value)}"]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and errors[0].startswith(f"error: {flag} "), err
     assert not db.exists()
