@@ -125,6 +125,7 @@ def result_payload(run_id: str, args: argparse.Namespace, series: BarSeries, res
                  "notes": list(series.notes)},
         "period": {"start_ts": result.start_ts, "end_ts": result.end_ts},
         "fee_bps": args.fee_bps,
+        "maker_fee_bps": args.fee_bps if args.maker_fee_bps is None else args.maker_fee_bps,
         "metrics": result.metrics.to_dict(),
         "buy_and_hold": result.buy_and_hold.to_dict(),
         **extra,
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         trade_from = parse_time_ms(args.trade_from, "--trade-from")
         series = load_series(args)
         config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
-                              long_only=args.long_only)
+                              long_only=args.long_only, maker_fee_bps=args.maker_fee_bps)
         options = vars(args).copy()
         options["timeframe_ms"] = series.timeframe_ms
         strategy = make_strategy(args.strategy, options)
@@ -274,6 +275,9 @@ def print_human(payload: dict[str, Any]) -> None:
     span = "out-of-sample bars, " if payload.get("folds") is not None else ""
     title = f"{payload['data']['source']} — {span}fee {payload['fee_bps']:g} bps per fill"
     console.print(metrics_table(columns, title=title))
+    if payload["metrics"].get("equity_floor_hit"):
+        console.print(f"[red]equity reached zero at {_iso(payload['metrics']['equity_floor_ts'])}: the run stopped "
+                      "trading there and closed its position at the next open[/red]")
     if payload.get("without_fees"):
         nf = {k.replace("buy_and_hold", "buy & hold"): v for k, v in payload["without_fees"].items()}
         console.print(metrics_table(nf, title="Same bars without fees"))

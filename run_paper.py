@@ -35,20 +35,19 @@ import pandas as pd
 
 from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, number, print_error,
                       run_name, symbol, timeframe)
-from engine.backtest import measure
+from app.paper import BarOutcome, PaperSession, ReplayMismatch
 from engine.broker import BrokerConfig
-from engine.paper import BarOutcome, PaperSession, ReplayMismatch
 from feeds.ccxt_live import LiveCandleFeed
 from feeds.errors import FatalFeedError, FeedError, FeedStopped
 from feeds.retry import call_with_retry
-from feeds.series import BarSeries, timeframe_to_ms
+from feeds.series import timeframe_to_ms
 from feeds.validation import DataError
 from domain.redact import install_log_masking, mask_url
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from store.lease import DEFAULT_STALE_AFTER_S, LeaseHeld, LeaseKeeper, LeaseLost, LeaseOwner, acquire_lease, \
     release_lease
 from store.repository import (RunNameTaken, RunSpec, create_run, find_run_by_name, get_run, load_model_versions,
-                              load_run_bars, mark_run, update_run_results)
+                              load_run_bars, mark_run)
 from strategies.registry import FACTORIES, make_strategy
 from strategies.score_reversion import ScoreReversion
 
@@ -184,7 +183,8 @@ def _check_resumable(args: argparse.Namespace, existing: Any, strategy: Any) -> 
 def _money_and_model_settings(args: argparse.Namespace, strategy: Any) -> dict[str, Any]:
     """Settings a resumed run must keep: they change fills or decisions of candles already stored."""
     cfg = getattr(strategy, "config", None)
-    settings: dict[str, Any] = {"fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
+    settings: dict[str, Any] = {"fee_bps": args.fee_bps, "maker_fee_bps": args.maker_fee_bps,
+                                "slippage_bps": args.slippage_bps,
                                 "long_only": args.long_only,
                                 "config": cfg.to_dict() if hasattr(cfg, "to_dict") else None}
     if args.warmup_bars is not None:
@@ -212,20 +212,6 @@ def _describe(order: Any) -> str:
         what = "flat" if order.target_fraction == 0 else ("long" if order.target_fraction > 0 else "short")
         return f"{order.reason}→{what}"
     return f"{order.type.value} {order.side.value if order.side else ''} @{order.price:,.2f}".strip()
-
-
-def finish_run(db: Any, session: PaperSession, tf_ms: int, status: str) -> None:
-    """Store metrics of the traded part so far beside buy-and-hold on the same candles."""
-    ev = session.engine.events
-    bars = load_run_bars(db, session.run_id)
-    if ev.equity_ts_ms and len(bars) >= 2:
-        series = BarSeries.from_bars(bars, tf_ms)
-        result = measure(series, ev, session.engine.broker.status, session.engine.config, session.trade_from_ms)
-        update_run_results(db, session.run_id, metrics=result.metrics.to_dict(),
-                           report=result.baseline_report(), status=status,
-                           lease_token=session.lease_token)
-    else:
-        mark_run(db, session.run_id, status, lease_token=session.lease_token)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         keeper = LeaseKeeper(db, plan.run_id, me.token, interval_s=max(0.2, args.lease_stale_s / 4),
                              on_lost=lambda exc: stop.set()).start()
         config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
-                              long_only=args.long_only)
+                              long_only=args.long_only, maker_fee_bps=args.maker_fee_bps)
         if plan.resumed and isinstance(strategy, ScoreReversion):
             stored = load_model_versions(db, plan.run_id)
             strategy.preload_folds([(r.checkpoint, r.losses, r.sample_check) for r in stored if r.checkpoint])
@@ -297,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
         _raise_if_lost(keeper)
         session.flush()
-        finish_run(db, session, tf_ms, "stopped")
+        session.finish(tf_ms, "stopped")
         log.info("stopped after %d live candles; resume with the same --run-name", live_done)
         return 0
     except FeedStopped:
@@ -305,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             return print_error(keeper.lost)
         if session is not None and db is not None:
             session.flush()
-            finish_run(db, session, tf_ms, "stopped")
+            session.finish(tf_ms, "stopped")
         return 0
     except (LeaseHeld, LeaseLost) as exc:  # the run is someone else's: write nothing to it
         return print_error(exc)

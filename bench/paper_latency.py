@@ -44,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.broker import BrokerConfig  # noqa: E402
-from engine.paper import PaperSession  # noqa: E402
+from app.paper import PaperSession  # noqa: E402
 from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream  # noqa: E402
 from feeds.ccxt_live import CandleTiming, LiveCandleFeed  # noqa: E402
 from feeds.series import timeframe_to_ms  # noqa: E402

@@ -146,11 +146,18 @@ BPS = number(float, lo=0, hi=10_000, hi_open=True)
 
 
 def add_money_flags(parser: argparse.ArgumentParser) -> None:
-    """--cash, --fee-bps, --slippage-bps and --long-only, with the same checks in every command."""
+    """--cash, the fee schedule (--fee-bps = --taker-fee-bps, --maker-fee-bps), --slippage-bps and
+    --long-only, with the same checks in every command."""
     parser.add_argument("--cash", type=CASH, default=100_000.0,
                         help=f"starting cash in quote currency, > 0 and <= {MAX_CASH_QUOTE:g} (default 100000)")
     parser.add_argument("--fee-bps", type=BPS, default=10.0,
-                        help="fee per fill in basis points of notional, in [0, 10000) (default 10)")
+                        help="taker fee per fill (market, stop and marketable limit fills) in basis points of "
+                             "notional, in [0, 10000) (default 10)")
+    parser.add_argument("--taker-fee-bps", type=BPS, dest="fee_bps",
+                        help="another name for --fee-bps (the last one given wins)")
+    parser.add_argument("--maker-fee-bps", type=BPS, default=None,
+                        help="fee of limit fills that rested in the book first, in bps, in [0, 10000) "
+                             "(default: the taker fee)")
     parser.add_argument("--slippage-bps", type=BPS, default=0.0,
                         help="adverse slippage per market/stop fill in bps, in [0, 10000) (default 0)")
     parser.add_argument("--long-only", action="store_true", help="never open short positions")

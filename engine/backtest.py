@@ -6,13 +6,14 @@ next bar's open (see engine/broker.py). Metrics cover the traded period only
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from domain.events import EngineEvents
+from domain.series import BarSeries
 from engine.broker import BrokerConfig
-from engine.loop import Engine, EngineEvents
+from engine.loop import Engine
 from engine.metrics import BuyAndHold, BuyAndHoldInputs, Metrics, bars_per_year, buy_and_hold, compute_metrics
-from feeds.series import BarSeries
 from strategies.base import Strategy
 
 ENGINES = ("native", "backtrader")
@@ -58,12 +59,18 @@ def run_backtest(series: BarSeries, strategy: Strategy, config: BrokerConfig, *,
 
 def measure(series: BarSeries, events: EngineEvents, order_status: dict[str, str], config: BrokerConfig,
             trade_from_ms: int | None = None) -> BacktestResult:
-    """Metrics of a finished run and of buy-and-hold over the same traded bars."""
+    """Metrics of a finished run and of buy-and-hold over the same traded bars.
+
+    ``equity_floor_hit`` (and ``equity_floor_ts``, the close at which equity first reached
+    zero or below) say whether the run was stopped and closed out by the equity floor.
+    """
     bpy = bars_per_year(series.timeframe_ms)
     fees = sum(f.fee_quote for f in events.fills)
     turnover = sum(f.qty * f.price for f in events.fills)
     metrics = compute_metrics(events.equity_quote, events.trades, bpy, config.cash_quote,
                               events.equity_position, fees, turnover)
+    metrics = replace(metrics, equity_floor_hit=events.equity_floor_ts is not None,
+                      equity_floor_ts=events.equity_floor_ts)
     traded = series if trade_from_ms is None else series.between(trade_from_ms, None)
     bh = buy_and_hold_of(traded, config)
     start = events.equity_ts_ms[0] if events.equity_ts_ms else None

@@ -23,44 +23,50 @@ Where backtrader's semantics differ from DESIGN.md, and how they are aligned her
   our engine does not check cash. ``set_checksubmit(False)``: backtrader's pre-check
   would price a cheat-on-open market order without slippage and the stop/limit ones at
   their trigger, which is not when or how they fill.
-* Stops and limits are good-till-cancelled in our engine and processed market first,
-  then stops, then limits within a bar; backtrader processes its queue in submission
-  order. So live stop/limit orders are re-sent to backtrader on every bar, after that
-  bar's market orders, sized then (a protective order without ``qty`` is sized to the
-  position held after the market orders), and whatever did not fill is cancelled at
-  the close; the housekeeping of ``SimulatedBroker.process`` (OCO groups, protective
-  exits dropped once flat) is applied at that close. All protective (no ``qty``) exits
-  sent on one bar form one backtrader OCO group, so two cannot both fill on one bar.
+* Stops and limits live until filled, cancelled or expired in our engine and are
+  processed market first, then stops, then limits within a bar; backtrader processes its
+  queue in submission order. So live stop/limit orders are re-sent to backtrader on every
+  bar, after that bar's market orders, sized then with the same ``plan_fill`` (a
+  protective order is sized to the position held after the market orders; a passive
+  entry with ``target_fraction`` at the price it would fill at on this bar, which the
+  open already fixes), and whatever did not fill is cancelled at the close. The
+  close-of-bar rules (``engine.orders.settle``: OCO, expiry, bracket links) are the
+  native broker's own function. All protective exits sent on one bar form one
+  backtrader OCO group, so two cannot both fill on one bar.
 * Slippage: ``set_slippage_perc(perc, slip_open=True, slip_match=True, slip_out=True)``
   reproduces ``BpsSlippage`` on market and stop fills (price × (1 ± perc), even outside
   the bar's range). backtrader would also slip a limit order that fills at a gapped open;
   DESIGN.md does not, so the broker below turns that off for limit orders.
-* Commission: ``setcommission(commission=fee_bps / 1e4)`` (percentage of notional,
-  stock-like, ``shortcash=True`` so a short credits cash and equity = cash + qty·close).
-  ``coc`` is off (no cheat-on-close).
+* Commission: a percentage of notional per fill (stock-like, ``shortcash=True`` so a short
+  credits cash and equity = cash + qty·close), from the fee model's maker or taker rate.
+  Which one an order pays (``engine.orders.fill_liquidity``) is known when it is sent:
+  the open already says whether a limit is marketable on its first bar. ``coc`` is off.
 
 Known limits (our engine and this adapter can differ; none arises with the shipped
 strategies): several market orders decided at one close are sized with a cash figure
 projected by this adapter rather than backtrader's; when two or more sized stop/limit
 orders fill on the same bar, the later one's size and long-only cap are fixed when it
-is sent, not at its fill; backtrader rejects (status ``rejected``) a stop/limit buy
-that needs more cash than the account has, where our engine lets cash go negative;
-a target order smaller than 1e-12 base units (a drained account) is sent here, while
-``engine.broker`` treats it as a no-op.
+is sent, not at its fill; a protective exit whose entry is a STOP/LIMIT that fills on
+the same bar is only sent from the next bar (our engine can fill a protective limit on
+the entry's bar); backtrader rejects (status ``rejected``) a stop/limit buy that needs
+more cash than the account has, where our engine lets cash go negative.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from engine.broker import BrokerConfig, OrderRejected
-from engine.loop import EngineEvents
+from domain.events import EngineEvents
+from domain.series import BarSeries
+from domain.types import CANCELLED, FILLED, REJECTED, SUBMITTED, Bar, Fill, Liquidity, Order, OrderType, Side
+from engine.broker import BrokerConfig
+from engine.costs import BpsSlippage, FeeModel
+from engine.context import StrategyContext
+from engine.orders import OrderRejected, fill_liquidity, fill_price_at, priority, settle
 from engine.portfolio import Portfolio
-from engine.types import Bar, Fill, Order, OrderType, Side, SignalPoint
-from feeds.series import BarSeries
+from engine.sizing import plan_fill
 from strategies.base import Strategy
 
-_QTY_EPS = 1e-12  # a target within this fraction of the position (or of itself) is a no-op
 _EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal(): backtrader's date numbers are ordinal days
 _MS_PER_DAY = 86_400_000
 
@@ -117,23 +123,28 @@ class BacktraderRun(EngineEvents):
 
 
 def run_in_backtrader(strategy: Strategy, series: BarSeries, config: BrokerConfig = BrokerConfig(),
-                      trade_from_ms: int | None = None, *, order_prefix: str = "o") -> BacktraderRun:
+                      trade_from_ms: int | None = None, *, order_prefix: str = "o",
+                      fee_model: FeeModel | None = None) -> BacktraderRun:
     """Run ``strategy`` over ``series`` in backtrader's Cerebro with our fill rules.
 
     Timing: decisions at each bar's close; market orders fill at the next bar's open
     (slipped), stops/limits inside the next bar's range; ``fee_bps`` per fill. Bars
     before ``trade_from_ms`` only warm the strategy up (orders discarded, no equity).
     Client order ids are ``order_prefix`` + a counter, as in the native engine.
+    ``fee_model`` (default: the schedule ``config`` describes) sets backtrader's percentage
+    commission per fill from its maker and taker rates.
     """
     if len(series) == 0:
         return BacktraderRun()
-    ctx = BacktraderContext(strategy, series, config, trade_from_ms, order_prefix)
+    ctx = BacktraderContext(strategy, series, config, trade_from_ms, order_prefix, fee_model)
     cerebro = bt.Cerebro(stdstats=False, cheat_on_open=True, preload=True, runonce=True,
                          maxcpus=1, quicknotify=False)
     broker = _AlignedBroker()
     cerebro.setbroker(broker)
     broker.set_cash(config.cash_quote)
-    broker.setcommission(commission=config.fee_bps / 10_000.0)
+    for liquidity in (Liquidity.MAKER, Liquidity.TAKER):  # the taker scheme last: it stays the default
+        broker.setcommission(commission=ctx.fee_model.rate(liquidity))
+        broker.schemes[liquidity.value] = broker.comminfo[None]
     broker.set_coc(False)
     broker.set_checksubmit(False)
     broker.set_shortcash(True)
@@ -151,7 +162,23 @@ def run_in_backtrader(strategy: Strategy, series: BarSeries, config: BrokerConfi
 
 
 class _AlignedBroker(bt.brokers.BackBroker):
-    """backtrader's broker, except that a limit order filling at a gapped open is not slipped."""
+    """backtrader's broker, except that a limit order filling at a gapped open is not slipped,
+    and each order pays the commission of its own liquidity (maker or taker, set when sent)."""
+
+    def __init__(self):
+        super().__init__()
+        self.schemes: dict[str, object] = {}
+
+    def _execute(self, order, *args, **kwargs):
+        scheme = self.schemes.get(order.info.get("liquidity"))
+        if scheme is None:
+            return super()._execute(order, *args, **kwargs)
+        default = self.comminfo[None]
+        self.comminfo[None] = scheme
+        try:
+            return super()._execute(order, *args, **kwargs)
+        finally:
+            self.comminfo[None] = default
 
     def _try_exec_limit(self, order, popen, phigh, plow, plimit):
         slip_open = self.p.slip_open
@@ -202,52 +229,43 @@ class _Bridge(bt.Strategy):
         self.p.ctx.on_bt_trade(trade)
 
     def stop(self):
-        self.p.ctx.detach()
+        self.p.ctx.end()
 
 
-class BacktraderContext:
+class BacktraderContext(StrategyContext):
     """The ``ctx`` a strategy acts through inside backtrader (the :class:`strategies.base.Context` protocol).
 
-    Reads (position, cash, equity) come from backtrader's broker; orders are held
-    until the next bar's open, then sized and sent to backtrader (see module doc).
+    The order methods and their rules are :class:`engine.context.StrategyContext`'s, shared with
+    the native engine. Reads (position, cash, equity) come from backtrader's broker; orders
+    are held until the next bar's open, then sized with :func:`engine.sizing.plan_fill` and
+    sent to backtrader (see module doc).
     """
 
     def __init__(self, strategy: Strategy, series: BarSeries, config: BrokerConfig,
-                 trade_from_ms: int | None, order_prefix: str = "o") -> None:
+                 trade_from_ms: int | None, order_prefix: str = "o", fee_model: FeeModel | None = None) -> None:
+        super().__init__(config, trade_from_ms, order_prefix)
         self.strategy = strategy
-        self.config = config
         self.events = BacktraderRun()
-        self.trade_from_ms = trade_from_ms
-        self.trading = trade_from_ms is None
-        self.bar: Bar | None = None
-        self.bar_index = -1
+        self._add_signal = self.events.signals.append
         self._ts = series.ts_ms.tolist()
         self._open = series.open.tolist()
         self._high = series.high.tolist()
         self._low = series.low.tolist()
         self._close = series.close.tolist()
         self._volume = series.volume.tolist()
-        self._fee_rate = config.fee_bps / 10_000.0
-        self._slip = config.slippage_bps / 10_000.0
-        self._prefix = order_prefix
-        self._seq = 0
+        self.fee_model = config.fee_model() if fee_model is None else fee_model
+        self._slippage = BpsSlippage(config.slippage_bps) if config.slippage_bps else None
         self._queued: list[Order] = []  # market orders decided at the last close
-        self._priced: list[Order] = []  # live (good-till-cancelled) stop and limit orders
+        self._priced: list[Order] = []  # live stop and limit orders
         self._sent: dict[int, tuple[object, Order]] = {}  # backtrader ref → (bt order, our order), this bar
         self._filled_groups: set[str] = set()
-        self._book = Portfolio(config.cash_quote)  # rebuilt from backtrader's fills: trades, bars held
+        self.portfolio = Portfolio(config.cash_quote)  # rebuilt from backtrader's fills: trades, bars held
         self._bt = None
-        self._started = False
 
     # ---- backtrader hooks ----------------------------------------------------------------
     def attach(self, bridge) -> None:
         self._bt = bridge
-        if not self._started:
-            self._started = True
-            self.strategy.on_start(self)
-
-    def detach(self) -> None:
-        self.strategy.on_stop(self)
+        self.begin()
 
     def on_open(self) -> None:
         """Bar t+1's open is known: size and send what was decided at bar t's close."""
@@ -257,22 +275,30 @@ class BacktraderContext:
         raw_open = self._open[i]
         position = self._bt.position
         pos, pos_price, cash = position.size, position.price, self._bt.broker.getcash()
+        taker_rate = self.fee_model.rate(Liquidity.TAKER)
         for order in self._queued:
-            plan = self._plan_market(order, pos, cash, raw_open)
+            plan = plan_fill(order, pos, cash, raw_open, taker_rate, self._slippage, self.config.long_only)
             if plan is None:
-                self.events.order_status[order.client_id] = "cancelled"
+                self.events.order_status[order.client_id] = CANCELLED
                 continue
             side, qty, price = plan
-            qty = self._fit_cash(side, qty, price, pos, pos_price, cash)
-            self._send(order, side, qty, bt.Order.Market, None, None)
-            pos, pos_price, cash = _after_fill(side, qty, price, pos, pos_price, cash, self._fee_rate)
+            qty = self._fit_cash(side, qty, price, pos, pos_price, cash, taker_rate)
+            self._send(order, side, qty, bt.Order.Market, None, None, Liquidity.TAKER)
+            pos, pos_price, cash = _after_fill(side, qty, price, pos, pos_price, cash, taker_rate)
         self._queued = []
         leaders: dict[str, object] = {}
-        for order in sorted(self._priced, key=_priority):
-            plan = self._plan_priced(order, pos)
+        for order in sorted(self._priced, key=priority):
+            liquidity = fill_liquidity(order, raw_open, i == self._placed_bar[order.client_id] + 1)
+            rate = self.fee_model.rate(liquidity)
+            plan = plan_fill(order, pos, cash, fill_price_at(order, raw_open), rate, self._slippage,
+                             self.config.long_only)
             if plan is None:
                 continue
-            side, qty = plan
+            side, qty, price = plan
+            if order.target_fraction == 0.0 and side is not order.side:
+                raise OrderRejected(f"{order.client_id}: a protective {order.type.value} {order.side.value} order "
+                                    f"cannot close a {'long' if pos > 0 else 'short'} position in backtrader")
+            qty = self._fit_cash(side, qty, price, pos, pos_price, cash, rate)
             keys = []
             if order.oco_group is not None:
                 keys.append("group:" + order.oco_group)
@@ -280,7 +306,7 @@ class BacktraderContext:
                 keys.append("protective")
             leader = next((leaders[k] for k in keys if k in leaders), None)
             exectype = bt.Order.Stop if order.type is OrderType.STOP else bt.Order.Limit
-            sent = self._send(order, side, qty, exectype, order.price, leader)
+            sent = self._send(order, side, qty, exectype, order.price, leader, liquidity)
             for k in keys:
                 leaders.setdefault(k, sent)
 
@@ -292,24 +318,29 @@ class BacktraderContext:
             for bt_order, order in self._sent.values():
                 broker.cancel(bt_order)
                 if order.type is OrderType.MARKET:  # always fills at the open in our engine
-                    self.events.order_status[order.client_id] = "rejected"
+                    self.events.order_status[order.client_id] = REJECTED
                     self.events.rejected_orders += 1
             self._sent = {}
         if self._priced:
-            self._housekeep()
+            self._priced, ended = settle(self._priced, flat=self._bt.position.size == 0.0,
+                                         filled_groups=self._filled_groups, status=self.events.order_status,
+                                         bar_index=i, placed_bar=self._placed_bar)
+            self.events.order_status.update(ended)
+        self._filled_groups.clear()
         bar = Bar(self._ts[i], self._open[i], self._high[i], self._low[i], self._close[i], self._volume[i])
-        self.bar = bar
-        self.bar_index = i
-        if not self.trading and bar.ts_ms >= self.trade_from_ms:  # type: ignore[operator]
-            self.trading = True
-        self.strategy.on_bar(bar, self)
+        self.bar, self.bar_index, self._last_ts = bar, i, bar.ts_ms
+        self.trading = self.trading or bar.ts_ms >= self.trade_from_ms  # type: ignore[operator]
+        if self.equity_floor_ts is None:
+            self.strategy.on_bar(bar, self)
         if self.trading:
             ev = self.events
-            ev.equity_ts_ms.append(bar.ts_ms)
-            ev.equity_cash.append(broker.getcash())
-            ev.equity_position.append(self._bt.position.size)
-            ev.equity_close.append(bar.close)
-            ev.equity_quote.append(broker.getvalue())
+            equity = broker.getvalue()
+            for column, value in ((ev.equity_ts_ms, bar.ts_ms), (ev.equity_cash, broker.getcash()),
+                                  (ev.equity_position, self._bt.position.size), (ev.equity_close, bar.close),
+                                  (ev.equity_quote, equity)):
+                column.append(value)
+            if equity <= 0.0:
+                self._hit_equity_floor(bar.ts_ms)
 
     def on_bt_order(self, bt_order) -> None:
         """Record backtrader's fills; cancellations are decided by our rules at the close."""
@@ -317,16 +348,18 @@ class BacktraderContext:
         if status == bt.Order.Completed:
             _, order = self._sent.pop(bt_order.ref)
             i = len(self._bt.data) - 1
+            liquidity = Liquidity(bt_order.info["liquidity"])
             # One fill per execution bit: ``executed.price`` is re-averaged as
             # (size·price)/size, which can move the price by an ulp.
             for bit in bt_order.executed.exbits:
                 side = Side.BUY if bit.size > 0 else Side.SELL
-                fill = Fill(order.client_id, self._ts[i], side, abs(bit.size), bit.price, bit.comm, order.reason)
+                fill = Fill(order.client_id, self._ts[i], side, abs(bit.size), bit.price, bit.comm, order.reason,
+                            liquidity)
                 self.events.fills.append(fill)
-                trade = self._book.apply(fill, i)
+                trade = self.portfolio.apply(fill, i)
                 if trade is not None:
                     self.events.trades.append(trade)
-            self.events.order_status[order.client_id] = "filled"
+            self.events.order_status[order.client_id] = FILLED
             if order.type is not OrderType.MARKET:
                 self._priced.remove(order)
                 if order.oco_group is not None:
@@ -335,7 +368,7 @@ class BacktraderContext:
             entry = self._sent.pop(bt_order.ref, None)
             if entry is not None:
                 order = entry[1]
-                self.events.order_status[order.client_id] = "rejected"
+                self.events.order_status[order.client_id] = REJECTED
                 self.events.rejected_orders += 1
                 if order in self._priced:
                     self._priced.remove(order)
@@ -366,148 +399,38 @@ class BacktraderContext:
         return self._bt.position.price
 
     @property
-    def bars_in_position(self) -> int | None:
-        """Bars since the current position's first fill (0 on the fill bar), None when flat."""
-        entry = self._book.open_trade_entry_bar()
-        return None if entry is None else self.bar_index - entry
-
-    @property
     def pending_orders(self) -> list[Order]:
         return self._queued + self._priced
 
-    def target_percent(self, fraction: float, reason: str, **info) -> Order | None:
-        """Hold ``fraction`` of equity (signed) after the next open; sized at that open."""
-        if fraction < 0 and self.config.long_only:
-            raise OrderRejected("short orders are not allowed with long_only")
-        return self._submit(OrderType.MARKET, reason, target_fraction=float(fraction), **info)
-
-    def close(self, reason: str, **info) -> Order | None:
-        return self._submit(OrderType.MARKET, reason, target_fraction=0.0, **info)
-
-    def market(self, side: Side, qty: float, reason: str, **info) -> Order | None:
-        return self._submit(OrderType.MARKET, reason, side=side, qty=_positive(qty), **info)
-
-    def stop(self, side: Side, price: float, reason: str, qty: float | None = None,
-             oco_group: str | None = None, **info) -> Order | None:
-        return self._priced_order(OrderType.STOP, side, price, reason, qty, oco_group, info)
-
-    def limit(self, side: Side, price: float, reason: str, qty: float | None = None,
-              oco_group: str | None = None, **info) -> Order | None:
-        return self._priced_order(OrderType.LIMIT, side, price, reason, qty, oco_group, info)
-
     def cancel_all(self) -> None:
         for order in self._queued + self._priced:
-            self.events.order_status[order.client_id] = "cancelled"
+            self.events.order_status[order.client_id] = CANCELLED
         self._queued = []
         self._priced = []
 
-    def record_signal(self, signal: float, threshold: float | None = None,
-                      unusualness: float | None = None, model_version: int | None = None) -> None:
-        if self.trading:
-            self.events.signals.append(SignalPoint(self.bar.ts_ms, signal, threshold, unusualness, model_version))
-
     # ---- internals ------------------------------------------------------------------------------
-    def _priced_order(self, type_: OrderType, side: Side, price: float, reason: str, qty: float | None,
-                      oco_group: str | None, info: dict) -> Order | None:
-        if not price > 0:
-            raise OrderRejected(f"{type_.value} price must be positive, got {price!r}")
-        if qty is None:
-            return self._submit(type_, reason, side=side, target_fraction=0.0, price=price, oco_group=oco_group,
-                                **info)
-        return self._submit(type_, reason, side=side, qty=_positive(qty), price=price, oco_group=oco_group, **info)
-
-    def _submit(self, type_: OrderType, reason: str, **fields) -> Order | None:
-        if not self.trading:
-            return None
-        self._seq += 1
-        order = Order(client_id=f"{self._prefix}{self._seq}", created_ts_ms=self.bar.ts_ms, type=type_,
-                      reason=reason, **fields)
-        (self._queued if type_ is OrderType.MARKET else self._priced).append(order)
+    def _accept(self, order: Order) -> None:
+        (self._queued if order.type is OrderType.MARKET else self._priced).append(order)
         self.events.orders.append(order)
-        self.events.order_status[order.client_id] = "submitted"
-        return order
+        self.events.order_status[order.client_id] = SUBMITTED
 
-    def _send(self, order: Order, side: Side, qty: float, exectype, price: float | None, oco):
+    def _send(self, order: Order, side: Side, qty: float, exectype, price: float | None, oco,
+              liquidity: Liquidity):
         send = self._bt.buy if side is Side.BUY else self._bt.sell
-        bt_order = send(size=qty, price=price, exectype=exectype, oco=oco)
+        bt_order = send(size=qty, price=price, exectype=exectype, oco=oco, liquidity=liquidity.value)
         self._sent[bt_order.ref] = (bt_order, order)
         return bt_order
 
-    def _slipped(self, raw_price: float, side: Side) -> float:
-        """``BpsSlippage.adjust`` and backtrader's ``_slip_up/_slip_down``: the same expression."""
-        if not self._slip:
-            return raw_price
-        return raw_price * (1 + self._slip) if side is Side.BUY else raw_price * (1 - self._slip)
-
-    def _plan_market(self, order: Order, pos: float, cash: float, raw_open: float) -> tuple[Side, float, float] | None:
-        """(side, qty, price) of a market order at this open, as ``SimulatedBroker._make_fill`` sizes it."""
-        rate = self._fee_rate
-        fraction = order.target_fraction
-        if fraction is None:
-            side, qty = order.side, order.qty
-        elif fraction == 0.0:
-            if pos == 0.0:
-                return None
-            side, qty = (Side.SELL if pos > 0 else Side.BUY), abs(pos)
-        else:
-            # target = f × equity / (price × (1 + fee)), at the raw open for the direction,
-            # then at the executed (slipped) open for the size.
-            target = fraction * (cash + pos * raw_open) / (raw_open * (1.0 + rate))
-            side = Side.BUY if target > pos else Side.SELL
-            price = self._slipped(raw_open, side)
-            target = fraction * (cash + pos * price) / (price * (1.0 + rate))
-            delta = target - pos
-            # Relative only (DESIGN.md sets no minimum size). engine.broker also treats any
-            # |delta| <= 1e-12 base units as a no-op, so the two differ on dust-sized orders.
-            if abs(delta) <= _QTY_EPS * max(abs(target), abs(pos)):
-                return None
-            qty = abs(delta)
-        if self.config.long_only and side is Side.SELL and qty > pos * (1.0 + _QTY_EPS):
-            if pos <= 0.0:
-                return None
-            qty = pos
-        return side, qty, self._slipped(raw_open, side)
-
-    def _plan_priced(self, order: Order, pos: float) -> tuple[Side, float] | None:
-        """(side, qty) to send for a stop/limit order this bar, or None when it cannot fill now."""
-        if order.target_fraction == 0.0:
-            if pos == 0.0:
-                return None
-            side = Side.SELL if pos > 0 else Side.BUY
-            if side is not order.side:
-                raise OrderRejected(f"{order.client_id}: a protective {order.type.value} {order.side.value} order "
-                                    f"cannot close a {'long' if pos > 0 else 'short'} position in backtrader")
-            return side, abs(pos)
-        side, qty = order.side, order.qty
-        if self.config.long_only and side is Side.SELL and qty > pos * (1.0 + _QTY_EPS):
-            if pos <= 0.0:
-                return None
-            qty = pos
-        return side, qty
-
-    def _fit_cash(self, side: Side, qty: float, price: float, pos: float, pos_price: float, cash: float) -> float:
+    def _fit_cash(self, side: Side, qty: float, price: float, pos: float, pos_price: float, cash: float,
+                  rate: float) -> float:
         """Shave ``qty`` by ulps until backtrader's cash check (cash after an opening fill ≥ 0) passes."""
         if side is not Side.BUY or pos + qty <= 0.0:
             return qty
         for _ in range(64):
-            if _bt_cash_after(qty, price, pos, pos_price, cash, self._fee_rate) >= 0.0:
+            if _bt_cash_after(qty, price, pos, pos_price, cash, rate) >= 0.0:
                 return qty
             qty = math.nextafter(qty, 0.0)
         return qty
-
-    def _housekeep(self) -> None:
-        """Close-of-bar rules of ``SimulatedBroker.process``: OCO siblings of a fill, and protective
-        exits once flat, are cancelled; the rest stay live (good-till-cancelled)."""
-        flat = self._bt.position.size == 0.0
-        groups = self._filled_groups
-        kept = []
-        for order in self._priced:
-            if (order.oco_group is not None and order.oco_group in groups) or (flat and order.target_fraction == 0.0):
-                self.events.order_status[order.client_id] = "cancelled"
-            else:
-                kept.append(order)
-        self._priced = kept
-        groups.clear()
 
 
 def _bt_cash_after(size: float, price: float, pos: float, pos_price: float, cash: float, rate: float) -> float:
@@ -539,16 +462,3 @@ def _after_fill(side: Side, qty: float, price: float, pos: float, pos_price: flo
     else:
         new_price = pos_price
     return new, (0.0 if new == 0.0 else new_price), cash - signed * price - qty * price * rate
-
-
-_PRIORITY = {OrderType.MARKET: 0, OrderType.STOP: 1, OrderType.LIMIT: 2}
-
-
-def _priority(order: Order) -> int:
-    return _PRIORITY[order.type]
-
-
-def _positive(qty: float) -> float:
-    if not qty > 0:
-        raise OrderRejected(f"order quantity must be positive, got {qty!r}")
-    return float(qty)

@@ -1,23 +1,53 @@
-"""Fee and slippage models: one method each, so a user can swap in their own."""
+"""Fee and slippage models: small classes with one job each, injected into the broker,
+so a user can swap in their own (anything with the same methods)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from engine.types import Side
+from domain.types import Liquidity, Side
+
+_MAKER = Liquidity.MAKER  # enum members read once: attribute access on an Enum class is slow in the hot path
+
+
+class FeeModel(Protocol):
+    """Fee of a fill in quote currency, by whether it took or made liquidity."""
+
+    def rate(self, liquidity: Liquidity) -> float:
+        """Fee as a fraction of notional (used to size all-in orders so the fee fits)."""
+        ...
+
+    def fee(self, qty: float, price: float, liquidity: Liquidity) -> float: ...
+
+
+class SlippageModel(Protocol):
+    def adjust(self, price: float, side: Side) -> float:
+        """The executed price of a market or stop fill at raw ``price``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
-class BpsFee:
-    """Fee of ``fee_bps`` basis points of fill notional, paid in quote currency."""
+class MakerTakerFee:
+    """A fee schedule in basis points of fill notional, paid in quote currency.
 
-    fee_bps: float = 10.0
+    Market and stop fills, and limits that were marketable when they arrived, pay
+    ``taker_bps``; limits that rested in the book first pay ``maker_bps``.
+    """
 
-    @property
-    def rate(self) -> float:
-        return self.fee_bps / 10_000.0
+    taker_bps: float = 10.0
+    maker_bps: float = 10.0
 
-    def fee(self, qty: float, price: float) -> float:
-        return qty * price * self.fee_bps / 10_000.0
+    def rate(self, liquidity: Liquidity) -> float:
+        return (self.maker_bps if liquidity is _MAKER else self.taker_bps) / 10_000.0
+
+    def fee(self, qty: float, price: float, liquidity: Liquidity) -> float:
+        bps = self.maker_bps if liquidity is _MAKER else self.taker_bps
+        return qty * price * bps / 10_000.0
+
+
+def BpsFee(fee_bps: float = 10.0) -> MakerTakerFee:  # noqa: N802 - kept as the flat-fee constructor
+    """One fee for every fill: ``fee_bps`` of notional, maker or taker alike."""
+    return MakerTakerFee(fee_bps, fee_bps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,8 @@ class MetricSpec:
     kind: str
 
 
-def _metric(label: str, kind: str) -> Any:
-    return field(metadata={"label": label, "kind": kind})
+def _metric(label: str, kind: str, **default: Any) -> Any:
+    return field(metadata={"label": label, "kind": kind}, **default)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ class Metrics(Mapping[str, Any]):
     final_equity: float | None = _metric("Final equity (quote)", "money")  # marked at the last close
     bars: int = _metric("Bars", "int")  # traded bars measured
     max_drawdown_bars: int | None = _metric("Max drawdown duration (bars)", "int")
+    # Set by the backtest runner: equity reached zero or below, so the run stopped and closed out.
+    equity_floor_hit: bool | None = _metric("Stopped by the equity floor", "int", default=None)
+    equity_floor_ts: int | None = _metric("Equity floor reached at", "time", default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values under the stored/--json key names."""
@@ -90,7 +93,7 @@ class Metrics(Mapping[str, Any]):
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = stored.get(f.name)
-            if value is not None and f.metadata["kind"] == "int":
+            if value is not None and f.metadata["kind"] == "int" and not isinstance(value, bool):
                 value = int(value)
             values[f.name] = value
         values["trades"] = values["trades"] or 0

@@ -5,7 +5,9 @@ replay reproduces the same cash, position and trades.
 """
 from __future__ import annotations
 
-from engine.types import Fill, Side, Trade
+from domain.types import Fill, Side, Trade
+
+_BUY = Side.BUY  # read once: attribute access on an Enum class costs ~100 ns per fill
 
 
 class Portfolio:
@@ -54,7 +56,7 @@ class Portfolio:
         A fill that crosses zero (a flip) is split: the closing part ends the
         current trade, the rest opens a new one; the fee is split pro rata.
         """
-        signed = fill.qty if fill.side is Side.BUY else -fill.qty
+        signed = fill.qty if fill.side is _BUY else -fill.qty
         self.cash_quote -= signed * fill.price + fill.fee_quote
         self.fees_paid_quote += fill.fee_quote
         self.turnover_quote += fill.qty * fill.price

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from domain.times import floor_to_timeframe, is_aligned, timeframe_ms  # noqa: F401 (re-exported)
-from engine.types import Bar
+from domain.types import Bar
 from feeds.validation import candle_problem
+
 
 def rows_problem(rows: Sequence[object], tf_ms: int) -> str | None:
     """Why a list of ``[ts, o, h, l, c, v]`` rows is not a usable exchange response, or None."""

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import ccxt
 import ccxt.pro
 
-from engine.types import Bar
+from domain.types import Bar
 from feeds.ccxt_candles import closed_bars, rows_problem, timeframe_ms
 from feeds.ccxt_live import LiveCandleFeed, StreamEvent
 from feeds.errors import FatalFeedError, FeedError, RateLimitedError, RetryableFeedError

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
-from engine.types import Bar
+from domain.types import Bar
 from feeds.ccxt_candles import floor_to_timeframe, is_aligned, timeframe_ms
 from feeds.errors import FatalFeedError, FeedError, FeedStopped
 from feeds.retry import RetryPolicy, call_with_retry, interruptible_sleep

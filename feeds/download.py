@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from engine.types import Bar
+from domain.types import Bar
 from feeds.ccxt_candles import floor_to_timeframe, is_aligned, timeframe_ms
 from feeds.ccxt_feed import CcxtCandleClient
 from feeds.retry import RetryPolicy, call_with_retry

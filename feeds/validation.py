@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
+from domain.errors import DataError
 
-class DataError(ValueError):
-    """Bad market data; the message says what is wrong and where (file/line or source)."""
+__all__ = ["DataError", "candle_problem"]
 
 
 def candle_problem(ts_ms: object, o: object, h: object, l: object, c: object, v: object) -> str | None:

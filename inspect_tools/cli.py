@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", action="append", metavar="REASON",
                    help="only these order reasons (e.g. entry, signal, stop); repeat or comma-separate")
     p.add_argument("--status", action="append", metavar="STATUS",
-                   help="only these statuses (filled, cancelled, submitted); repeat or comma-separate")
+                   help="only these statuses (filled, cancelled, expired, rejected, submitted); repeat or comma-separate")
     _format(p)
     _limit(p)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from engine.backtest import BacktestResult, buy_and_hold_metrics, run_backtest
 from engine.broker import BrokerConfig
-from engine.types import SignalPoint
+from domain.types import SignalPoint
 from feeds.series import BarSeries
 from strategies.score_reversion import ScoreReversion
 from strategies.zscore import ZScoreConfig, ZScoreReversion

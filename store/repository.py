@@ -21,15 +21,15 @@ from sqlalchemy import JSON, Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from domain.events import EngineEvents
+from domain.types import Bar, Fill, Order, SignalPoint, Trade
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
-from engine.loop import EngineEvents
-from engine.types import Bar, Fill, Order, SignalPoint, Trade
-from models.records import ModelVersionRecord
-from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
-                          TradeRow)
+from domain.records import ModelVersionRecord
 from store.db import StoreError
 from store.lease import verify_and_renew
+from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
+                          TradeRow)
 from store.provenance import code_version, utc_now_iso
 from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,
                           read_group, stored_length, write_chunks)

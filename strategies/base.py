@@ -9,11 +9,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from engine.types import Bar, Order, Side
+    from domain.types import Bar, Order, Side
 
 
 class Context(Protocol):
-    """What a strategy may read and do. Implemented by the engine and the backtrader adapter."""
+    """What a strategy may read and do. Implemented by the engine and the backtrader adapter
+    (both through ``engine.context.StrategyContext``, whose docstring gives the full rules).
+
+    Every order is decided at the current bar's close and fills from the next bar on:
+    - ``target_percent(f)``: hold f × equity (signed) after the next open;
+    - ``close()``: flatten at the next open; ``market(side, qty)``: an absolute size;
+    - ``stop/limit(side, price)`` without a size: a protective exit; placed at the same
+      close as an entry it is that entry's bracket (lives until the entry is cancelled or
+      expires, or until its position closes);
+    - ``limit(side, price, target_fraction=f, expire_after_bars=N)``: a passive entry that
+      fills only when a later bar trades through ``price`` (the open if it gaps through),
+      pays the maker fee when it rested, and expires after N bars unfilled.
+    """
 
     position_qty: float
     cash_quote: float
@@ -24,9 +36,11 @@ class Context(Protocol):
     def close(self, reason: str, **info: Any) -> "Order | None": ...
     def market(self, side: "Side", qty: float, reason: str, **info: Any) -> "Order | None": ...
     def stop(self, side: "Side", price: float, reason: str, qty: float | None = None,
-             oco_group: str | None = None, **info: Any) -> "Order | None": ...
+             oco_group: str | None = None, *, target_fraction: float | None = None,
+             expire_after_bars: int | None = None, **info: Any) -> "Order | None": ...
     def limit(self, side: "Side", price: float, reason: str, qty: float | None = None,
-              oco_group: str | None = None, **info: Any) -> "Order | None": ...
+              oco_group: str | None = None, *, target_fraction: float | None = None,
+              expire_after_bars: int | None = None, **info: Any) -> "Order | None": ...
     def cancel_all(self) -> None: ...
     def record_signal(self, signal: float, threshold: float | None = None,
                       unusualness: float | None = None, model_version: int | None = None) -> None: ...

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.types import Bar
+from domain.types import Bar
 from strategies.base import Context, Strategy
 
 

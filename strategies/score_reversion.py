@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.types import Bar, Side
+from domain.types import Bar, Side
 from models.features import FeatureSpec, IncrementalFeatures
 from models.walk_forward import FoldModel, WalkForwardConfig, fit_fold, fold_from_checkpoint
-from models.records import ModelVersionRecord
+from domain.records import ModelVersionRecord
 from strategies.base import Context, Strategy
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Iterable
 
-from engine.types import Bar
+from domain.types import Bar
 from feeds.validation import DataError, candle_problem
 
 CSV_HEADER = ("timestamp", "open", "high", "low", "close", "volume")

@@ -60,7 +60,7 @@ from typing import Any, Sequence
 
 from aiohttp import WSMsgType, web
 
-from engine.types import Bar
+from domain.types import Bar
 from feeds.ccxt_candles import is_aligned, timeframe_ms
 
 log = logging.getLogger("testkit.loopback_exchange")

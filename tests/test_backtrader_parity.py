@@ -22,6 +22,7 @@ from feeds.synthetic import synthetic_bars
 from strategies.base import Strategy
 from strategies.buy_and_hold import BuyAndHold
 from strategies.zscore import RollingZScore, ZScoreConfig, ZScoreReversion
+from tests.core.passive import AllInShortEveryBar, PassiveBracket
 
 REL = 1e-9
 REAL_1H = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "btcusdt_1h_binance_2017-2026.csv.gz"
@@ -102,7 +103,8 @@ def assert_same_run(engine: Engine, bt_run: BacktraderRun) -> None:
     # fills: prices, quantities and fees come from backtrader's notify_order
     assert len(ours.fills) == len(bt_run.fills)
     for a, b in zip(ours.fills, bt_run.fills):
-        assert (a.order_id, a.ts_ms, a.side, a.reason) == (b.order_id, b.ts_ms, b.side, b.reason)
+        assert (a.order_id, a.ts_ms, a.side, a.reason, a.liquidity) == \
+               (b.order_id, b.ts_ms, b.side, b.reason, b.liquidity)
         assert _close(a.qty, b.qty) and _close(a.price, b.price) and _close(a.fee_quote, b.fee_quote), (a, b)
     # trades
     assert len(ours.trades) == len(bt_run.trades)
@@ -158,6 +160,52 @@ def test_backtrader_makes_the_same_trades(make_strategy, config, seed):
     assert_same_run(engine, bt_run)
     if make_strategy is ZScoreReversion:
         assert len(engine.events.trades) > 100  # the comparison has teeth
+
+
+MAKER_TAKER = BrokerConfig(fee_bps=5.0, maker_fee_bps=2.0)
+
+
+@pytest.mark.parametrize("make_strategy, config, seed", [
+    pytest.param(PassiveBracket, MAKER_TAKER, 21, id="passive-maker-taker"),
+    pytest.param(lambda: PassiveBracket(expire=1, max_hold=6), BrokerConfig(fee_bps=10.0, slippage_bps=4.0), 22,
+                 id="passive-expire-1-slippage"),
+    pytest.param(lambda: PassiveBracket(long_only=True), BrokerConfig(long_only=True, maker_fee_bps=0.0), 23,
+                 id="passive-long-only-zero-maker"),
+])
+def test_passive_entries_brackets_and_expiry_match_backtrader(make_strategy, config, seed):
+    """Passive limit entries (sized at the fill, maker fee when they rested), their bracket stops
+    (alive while the entry works, cancelled when it expires) and expiry, in both engines."""
+    series = synthetic_bars(4_000, seed)
+    engine, bt_run = run_both(make_strategy(), series, config)
+    assert_same_run(engine, bt_run)
+    statuses = list(engine.broker.status.values())
+    fills = engine.events.fills
+    assert statuses.count("expired") > 20 and statuses.count("cancelled") > 20  # expired entries + their stops
+    assert sum(f.reason == "entry" and f.liquidity.value == "maker" for f in fills) > 20
+    assert sum(f.reason == "stop" for f in fills) > 5
+    if max(o.expire_after_bars or 0 for o in engine.events.orders) < 2:
+        return
+    # entries that rest for more than a bar keep their stop alive through flat closes (bracket semantics)
+    placed = {o.client_id: o.created_ts_ms for o in engine.events.orders}
+    entry_fill = {f.order_id: f.ts_ms for f in fills if f.reason == "entry"}
+    stops = [o for o in engine.events.orders if o.reason == "stop" and o.parent_id in entry_fill]
+    assert any(entry_fill[o.parent_id] > placed[o.parent_id] + series.timeframe_ms for o in stops)
+
+
+def test_equity_floor_matches_backtrader():
+    """A full-equity short in a rising market: both engines stop at the same close and close out."""
+    n = 400
+    ts = np.arange(n, dtype=np.int64) * 3_600_000 + 1_700_002_800_000
+    close = 100.0 * np.exp(np.linspace(0.0, 1.2, n))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    series = BarSeries(ts, open_, np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999, close,
+                       np.ones(n), 3_600_000)
+    engine, bt_run = run_both(AllInShortEveryBar(), series, FEES)
+    assert_same_run(engine, bt_run)
+    assert engine.events.equity_floor_ts is not None
+    assert bt_run.equity_floor_ts == engine.events.equity_floor_ts
+    assert engine.events.fills[-1].reason == bt_run.fills[-1].reason == "equity_floor"
+    assert engine.events.equity_position[-1] == 0.0
 
 
 def test_warm_up_bars_are_seen_but_not_traded():

@@ -93,3 +93,63 @@ def test_a_crash_mid_run_marks_the_run_failed_and_writes_no_rows(candles: Path, 
     for table in ("orders", "fills", "trades", "equity", "signals", "series_chunks"):
         assert con.execute(f"select count(*) from {table}").fetchone()[0] == 0
     assert engine.metrics.compute_metrics is not boom
+
+
+def _json_run(candles: Path, db: Path, capsys, *extra: str) -> dict:
+    rc = run_backtest.main(["--data", str(candles), "--strategy", "zscore", "--json", "--db", str(db), *extra])
+    assert rc == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_fee_schedule_flags(candles: Path, tmp_path: Path, capsys) -> None:
+    """--fee-bps is the taker fee (--taker-fee-bps is its other name); the maker fee defaults to it.
+    The z-score baseline trades only market orders, so a maker fee cannot change its fills."""
+    db = tmp_path / "runs.db"
+    default = _json_run(candles, db, capsys)
+    assert (default["fee_bps"], default["maker_fee_bps"]) == (10.0, 10.0)
+    maker = _json_run(candles, db, capsys, "--maker-fee-bps", "2")
+    assert maker["maker_fee_bps"] == 2.0 and maker["metrics"] == default["metrics"]
+    taker = _json_run(candles, db, capsys, "--taker-fee-bps", "5")
+    plain = _json_run(candles, db, capsys, "--fee-bps", "5")
+    assert taker["fee_bps"] == 5.0 and taker["metrics"] == plain["metrics"] != default["metrics"]
+
+
+@pytest.mark.parametrize("flag", ["--maker-fee-bps", "--taker-fee-bps"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "10000"])
+def test_bad_fee_schedule_values_exit_2_and_store_nothing(candles: Path, tmp_path: Path, capsys, flag: str,
+                                                          value: str) -> None:
+    db = tmp_path / "runs.db"
+    rc = run_backtest.main(["--data", str(candles), "--db", str(db), flag, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and flag in err
+    assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def test_a_run_that_reaches_zero_equity_is_marked(tmp_path: Path, capsys) -> None:
+    """The z-score baseline shorts all-in on a +3 % spike; the price then rises 5 % a bar (z stays
+    >= 0, so it never exits by itself) and doubles: the equity floor stops and closes the run."""
+    import numpy as np
+    import pandas as pd
+
+    returns = [0.001 * (-1) ** i for i in range(60)] + [0.03] + [0.05] * 39
+    close = 100.0 * np.exp(np.cumsum([0.0] + returns))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    ts = 1_700_002_800_000 + 3_600_000 * np.arange(len(close))
+    path = tmp_path / "rising.csv"
+    pd.DataFrame({"timestamp": ts, "open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close),
+                  "close": close, "volume": 1.0}).to_csv(path, index=False)
+    db = tmp_path / "runs.db"
+    payload = _json_run(path, db, capsys)
+    metrics = payload["metrics"]
+    assert metrics["equity_floor_hit"] is True and metrics["final_equity"] <= 0.0
+    floor_ts = metrics["equity_floor_ts"]
+    con = sqlite3.connect(db)
+    stored = json.loads(con.execute("select metrics from runs where id = ?", (payload["run_id"],)).fetchone()[0])
+    assert stored["equity_floor_hit"] is True and stored["equity_floor_ts"] == floor_ts
+    # closed out at the next open; nothing traded after that
+    last_fill = con.execute("select ts, reason from fills where run_id = ? order by id desc limit 1",
+                            (payload["run_id"],)).fetchone()
+    assert last_fill == (floor_ts + 3_600_000, "equity_floor")
+    last_trade = con.execute("select side, exit_ts, exit_reason from trades where run_id = ? order by seq desc "
+                             "limit 1", (payload["run_id"],)).fetchone()
+    assert last_trade == ("short", floor_ts + 3_600_000, "equity_floor")

@@ -78,6 +78,7 @@ def test_golden_metrics_of_the_strategy() -> None:
         "avg_trade": -299.0, "avg_trade_pct": -2.99,
         "open_trade": 1, "open_position_qty": Q2, "exposure": 4 / 6,
         "fees_paid": 100.0 + 99.0 + 0.99 * Q2, "turnover": (10_000.0 + 9_900.0 + 99.0 * Q2) / CASH,
+        "equity_floor_hit": False, "equity_floor_ts": None,  # equity stayed above zero
     }
     assert set(expected) == set(METRIC_KEYS)  # the golden table covers every field
     for key, value in expected.items():
@@ -129,7 +130,7 @@ def test_metrics_round_trip_through_json_and_read_like_the_stored_dict() -> None
 
 
 def test_every_field_has_a_label_and_a_known_format() -> None:
-    kinds = {"pct", "pct100", "ratio", "int", "money", "qty", "days"}
+    kinds = {"pct", "pct100", "ratio", "int", "money", "qty", "days", "time"}
     assert [s.key for s in METRIC_SPECS] == list(METRIC_KEYS)
     assert all(s.label and s.kind in kinds for s in METRIC_SPECS)
 

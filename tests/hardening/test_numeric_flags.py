@@ -30,6 +30,8 @@ VALUES = ("nan", "inf", "-inf", "-1", "0", "1e309", "")
 ACCEPTED: dict[tuple[str, str], dict[str, str]] = {
     ("run_backtest", "--cash"): {},
     ("run_backtest", "--fee-bps"): {"0": "a zero-fee venue or a no-cost study is legitimate"},
+    ("run_backtest", "--taker-fee-bps"): {"0": "another name for --fee-bps"},
+    ("run_backtest", "--maker-fee-bps"): {"0": "many venues charge resting orders nothing"},
     ("run_backtest", "--slippage-bps"): {"0": "the default: market orders fill at the next open"},
     ("run_backtest", "--start"): {"0": "epoch ms 0 (1970-01-01): load from the first bar"},
     ("run_backtest", "--end"): {},  # 0 parses (1970) but leaves no bars: refused as bad data, exit 2
@@ -49,6 +51,8 @@ ACCEPTED: dict[tuple[str, str], dict[str, str]] = {
     ("run_paper", "--max-bars"): {},
     ("run_paper", "--cash"): {},
     ("run_paper", "--fee-bps"): {"0": "a zero-fee venue is legitimate"},
+    ("run_paper", "--taker-fee-bps"): {"0": "another name for --fee-bps"},
+    ("run_paper", "--maker-fee-bps"): {"0": "many venues charge resting orders nothing"},
     ("run_paper", "--slippage-bps"): {"0": "the default"},
     ("run_paper", "--warmup-bars"): {"0": "a strategy that needs no history (buy-and-hold)"},
     ("run_paper", "--poll-interval"): {},
@@ -169,9 +173,11 @@ def test_every_numeric_flag(case: tuple[str, str, str], candles: Path, inspect_d
     elif command == "run_paper":
         argv = _paper_argv(flag, value, db)
         if accepted:
-            args = run_paper.build_parser().parse_args(argv)
+            parser = run_paper.build_parser()
+            args = parser.parse_args(argv)
             run_paper.validate(args)
-            assert getattr(args, flag.lstrip("-").replace("-", "_")) == float(value)
+            dest = next(a.dest for a in parser._actions if flag in a.option_strings)  # --taker-fee-bps → fee_bps
+            assert getattr(args, dest) == float(value)
         else:
             rc = run_paper.main(argv)
             out, err = capsys.readouterr()

@@ -3,8 +3,8 @@
     python -m tests.inspect.paper_writer DB RUN_ID N_BARS SLEEP_S
 
 Drives the real engine bar by bar (z-score strategy on synthetic candles) and
-commits each bar with ``store.repository.commit_bar`` — one transaction per bar,
-exactly what paper mode writes — sleeping between bars. Exits 0 when all bars
+commits each bar's ``Engine.step`` result with ``store.repository.commit_bar`` — one
+transaction per bar, exactly what paper mode writes — sleeping between bars. Exits 0 when all bars
 are committed; any database error (e.g. "database is locked") exits non-zero.
 """
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import sys
 import time
 
+from app.paper import bar_commit
 from engine.broker import BrokerConfig
 from engine.loop import Engine
 from feeds.synthetic import synthetic_bars
 from store.db import init_db
-from store.repository import BarCommit, commit_bar
+from store.repository import commit_bar
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 
 WARMUP_BARS = 20
@@ -28,23 +29,11 @@ def write(db_path: str, run_id: str, n_bars: int, sleep_s: float) -> None:
     engine = Engine(ZScoreReversion(ZScoreConfig(window=10, entry_z=1.5)), BrokerConfig(),
                     trade_from_ms=bars[WARMUP_BARS].ts_ms)
     engine.begin()
-    ev = engine.events
     trades_done = 0
     for bar in bars:
-        counts = (len(ev.orders), len(ev.fills), len(ev.trades), len(ev.signals), len(ev.equity_ts_ms))
-        status_before = dict(engine.broker.status)
-        engine.step(bar)
-        new_orders = ev.orders[counts[0]:]
-        equity = None
-        if len(ev.equity_ts_ms) > counts[4]:
-            p = ev.equity_point(len(ev.equity_ts_ms) - 1)
-            equity = {"ts": p.ts_ms, "cash": p.cash_quote, "position": p.position_qty, "close": p.close,
-                      "equity": p.equity_quote}
-        changes = {k: v for k, v in engine.broker.status.items() if status_before.get(k) != v}
-        commit_bar(db, run_id, BarCommit(bar=bar, orders=new_orders, status_changes=changes,
-                                         fills=ev.fills[counts[1]:], trades=ev.trades[counts[2]:],
-                                         trade_seq_start=trades_done, equity=equity, signals=ev.signals[counts[3]:]))
-        trades_done = len(ev.trades)
+        step = engine.step(bar)
+        commit_bar(db, run_id, bar_commit(step, trades_done))
+        trades_done += len(step.trades)
         time.sleep(sleep_s)
     db.dispose()
 

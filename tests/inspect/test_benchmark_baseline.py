@@ -18,12 +18,11 @@ import pytest
 import run_backtest
 from engine.backtest import buy_and_hold_of
 from engine.broker import BrokerConfig
-from engine.paper import PaperSession
+from app.paper import PaperSession
 from feeds.synthetic import synthetic_bars
 from inspect_tools.curves import buy_and_hold as report_buy_and_hold
 from inspect_tools.queries import open_reader
 from inspect_tools.report_data import load_report_data
-from run_paper import finish_run
 from store.db import init_db
 from store.repository import RunSpec, create_run
 from strategies.zscore import ZScoreConfig, ZScoreReversion
@@ -83,7 +82,7 @@ def test_paper_report_draws_the_stored_baseline(series, tmp_path: Path) -> None:
     for bar in list(series.iter_bars())[:400]:
         session.process(bar)
     session.flush()
-    finish_run(db, session, TF_MS, "stopped")
+    session.finish(TF_MS, "stopped")
     db.dispose()
 
     run, data = stored_report_data(db_path, "paper")

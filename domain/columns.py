@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence, overload
 
 import numpy as np
 
-from engine.types import SignalPoint
+from domain.types import SignalPoint
 
 COMPACT_EVERY = 65_536
 
@@ -31,6 +31,10 @@ class Column(array):
 
     def __ne__(self, other: object) -> bool:
         return not self == other
+
+    def __getitem__(self, index: Any) -> Any:  # a slice stays a Column, so it still compares with lists
+        got = array.__getitem__(self, index)
+        return Column(self.typecode, got) if isinstance(index, slice) else got
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -2,9 +2,10 @@
 
 There is no paper-specific trading logic: :class:`PaperSession` wraps the same
 :class:`engine.loop.Engine` and simulated broker a backtest uses, and adds only
-persistence. After each bar it collects what the bar changed (new orders and
-their status changes, fills, trades, the equity mark, signals, model versions)
-and commits it together with the candle itself and the run's "last processed
+persistence (this is the application layer: it wires the engine to the store).
+Each bar's :class:`domain.events.StepResult` (new orders and status changes,
+fills, trades, the equity mark, signals) plus the strategy's new model versions
+is committed together with the candle itself and the run's "last processed
 bar" in ONE transaction. Restart = replay the stored candles through a fresh
 engine (deterministic: same candles, same models → same state), check the
 replay matches what is stored, then continue with the next candle.
@@ -20,11 +21,15 @@ from typing import Callable, Iterable
 
 from sqlalchemy import Engine as DbEngine
 
+from domain.events import StepResult
+from domain.records import ModelVersionRecord
+from domain.series import BarSeries
+from domain.types import Bar, Order
+from engine.backtest import measure
 from engine.broker import BrokerConfig
 from engine.loop import Engine
-from engine.types import Bar, Order
-from store.repository import (BarCommit, ModelVersionRecord, commit_bars, count_rows, last_stored_state,
-                              stored_fold_indexes)
+from store.repository import (BarCommit, commit_bars, count_rows, last_stored_state, load_run_bars, mark_run,
+                              stored_fold_indexes, update_run_results)
 from strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class PaperSession:
         self._pending_commits: list[BarCommit] = []
         self._stored_folds: set[int] = stored_fold_indexes(db, run_id)
         self._carried_versions: list[ModelVersionRecord] = []
+        self._trade_seq = 0  # sequence number of the next closed trade in this run
         self.engine.begin()
 
     @property
@@ -73,36 +79,22 @@ class PaperSession:
             self.engine.step(bar)
             n += 1
         self._carried_versions = self._drain_model_versions()  # any not yet stored go with the next commit
+        self._trade_seq = len(self.engine.events.trades)
         self._check_replay()
         return n
 
     def process(self, bar: Bar, on_outcome: Callable[[BarOutcome], None] | None = None) -> BarOutcome:
         """Step the engine on one closed candle and persist what it changed."""
-        eng = self.engine
-        ev = eng.events
-        pending_before = [o.client_id for o in eng.broker.pending]
-        n_orders, n_fills, n_trades = len(ev.orders), len(ev.fills), len(ev.trades)
-        n_signals, n_equity = len(ev.signals), len(ev.equity_ts_ms)
-        eng.step(bar)
-        orders = ev.orders[n_orders:]
-        status = eng.broker.status
-        changes = {cid: status[cid] for cid in pending_before}
-        changes.update({o.client_id: status[o.client_id] for o in orders})
-        equity = None
-        if len(ev.equity_ts_ms) > n_equity:
-            i = len(ev.equity_ts_ms) - 1
-            equity = {"ts": ev.equity_ts_ms[i], "cash": ev.equity_cash[i], "position": ev.equity_position[i],
-                      "close": ev.equity_close[i], "equity": ev.equity_quote[i]}
-        signals = ev.signals[n_signals:]
-        commit = BarCommit(bar=bar, orders=list(orders), status_changes=changes, fills=ev.fills[n_fills:],
-                           trades=ev.trades[n_trades:], trade_seq_start=n_trades, equity=equity,
-                           signals=list(signals), model_versions=self._take_model_versions())
+        step = self.engine.step(bar)
+        commit = bar_commit(step, self._trade_seq, self._take_model_versions())
+        self._trade_seq += len(step.trades)
         live = bar.ts_ms >= self.trade_from_ms
         self._pending_commits.append(commit)
         if live or len(self._pending_commits) >= WARMUP_BATCH_BARS:
             self.flush()
-        sig = signals[-1] if signals else None
-        outcome = BarOutcome(bar, live, list(orders), len(commit.fills), equity["equity"] if equity else None,
+        sig = step.signals[-1] if step.signals else None
+        outcome = BarOutcome(bar, live, list(step.orders), len(step.fills),
+                             step.equity.equity_quote if step.equity else None,
                              sig.signal if sig else None, sig.threshold if sig else None)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -113,6 +105,19 @@ class PaperSession:
         if self._pending_commits:
             commit_bars(self.db, self.run_id, self._pending_commits, lease_token=self.lease_token)
             self._pending_commits = []
+
+    def finish(self, timeframe_ms: int, status: str) -> None:
+        """Store metrics of the traded part so far beside buy-and-hold on the same candles, and the status."""
+        ev = self.engine.events
+        bars = load_run_bars(self.db, self.run_id)
+        if ev.equity_ts_ms and len(bars) >= 2:
+            series = BarSeries.from_bars(bars, timeframe_ms)
+            result = measure(series, ev, self.engine.broker.status, self.engine.config, self.trade_from_ms)
+            update_run_results(self.db, self.run_id, metrics=result.metrics.to_dict(),
+                               report=result.baseline_report(), status=status,
+                               lease_token=self.lease_token)
+        else:
+            mark_run(self.db, self.run_id, status, lease_token=self.lease_token)
 
     def _take_model_versions(self) -> list[ModelVersionRecord]:
         carried, self._carried_versions = self._carried_versions, []
@@ -147,3 +152,16 @@ class PaperSession:
             raise ReplayMismatch("replaying the stored candles does not reproduce the stored run "
                                  f"(table: stored vs replayed {diff}); was the code or a setting changed? "
                                  "Start a new --run-name.")
+
+
+def bar_commit(step: StepResult, trade_seq_start: int,
+               model_versions: list[ModelVersionRecord] | None = None) -> BarCommit:
+    """The store's record of one engine step: exactly what the step changed."""
+    equity = None
+    if step.equity is not None:
+        e = step.equity
+        equity = {"ts": e.ts_ms, "cash": e.cash_quote, "position": e.position_qty, "close": e.close,
+                  "equity": e.equity_quote}
+    return BarCommit(bar=step.bar, orders=list(step.orders), status_changes=dict(step.status_changes),
+                     fills=list(step.fills), trades=list(step.trades), trade_seq_start=trade_seq_start,
+                     equity=equity, signals=list(step.signals), model_versions=list(model_versions or ()))
