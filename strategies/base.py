@@ -60,6 +60,10 @@ class Strategy:
         """Earliest bar it can trade given the first bar it sees (None: no limit). Metrics start there."""
         return None
 
+    def prepare_backtest(self, series: Any) -> None:
+        """Backtest fast path: the whole series before the run, for causal precomputation only
+        (each value may use bars up to its own). Paper runs never call it."""
+
     def on_start(self, ctx: Context) -> None:
         """Called once before the first bar."""
 

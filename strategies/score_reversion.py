@@ -1,27 +1,31 @@
-"""Score-reversion: trade toward "normal" market states, as judged by a walk-forward score model.
+"""Score strategy: features → signal (or forecast) → decision, on a walk-forward score model.
 
 At the close of bar t (DESIGN.md "The strategy"):
-- features x_t from bars ≤ t (models/features.py), standardised with the
-  current fold's training-window statistics;
-- signal = Σ of the score's return components s_θ(x_t, σ_signal)_k; positive
-  means returns are abnormally low → expect reversion up → long;
-- enter (all-in at the next open) when flat and |signal| > τ, the fold's
-  calibrated threshold; optionally skip entries in extreme states (gate);
-- exit when the signal crosses back through zero against the position, after
-  ``max_hold_bars``, or at a protective stop ``stop_loss_pct`` from the
-  signal bar's close (a resting stop order, filled intra-bar by the broker).
+- features x_t from bars ≤ t (models/features.py);
+- the current fold (models/walk_forward.py: the loop, the schedule and the fold
+  cache live there) turns them into a signal: for the "state" target the sum
+  of the score's return components (positive: returns abnormally low → long),
+  for the "forecast" target the forecast mean of ln(O_{t+1+h}/O_{t+1}) with
+  its interval (models/forecast.py);
+- state target: enter (all-in at the next open) when flat and |signal| > τ,
+  the fold's calibrated threshold; exit when the signal crosses zero against
+  the position, after ``max_hold_bars``, or at the protective stop;
+- forecast target (cost-aware): enter only when the expected move in price
+  terms beats the round-trip cost (2·(fee + slippage), the broker settings the
+  strategy is given) by ``cost_margin_pct``; optionally size by confidence
+  (|mean| / half-width of the interval, capped at 1× equity); exit at the
+  horizon, on a reversal of the forecast, or at the stop.
 The signal, threshold and fold index go with every order, and every bar's
 signal and unusualness (quantile of ‖s‖ in the training window) is recorded.
 
-The strategy is I/O-free: models it fits appear in ``new_model_versions`` for
-the runner to store; ``fold_cache`` lets a rerun or a restart reuse fitted
-folds instead of retraining (same window → same model).
+``prepare_backtest(series)`` is the backtest fast path: it computes every
+feature row up front (the same incremental arithmetic as bar by bar) and lets
+each fold score its whole block in one batch. A paper run never calls it and
+queries bar by bar; tests hold both equal.
 """
 from __future__ import annotations
 
-import logging
 import math
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -29,26 +33,46 @@ import numpy as np
 
 from domain.types import Bar, Side
 from models.features import FeatureSpec, IncrementalFeatures
-from models.walk_forward import FoldModel, WalkForwardConfig, fit_fold, fold_from_checkpoint
 from domain.records import ModelVersionRecord
+from models.walk_forward import (FoldKey, FoldModel, FoldScores, WalkForward, WalkForwardConfig,
+                                 fold_from_checkpoint, model_version_record)
 from strategies.base import Context, Strategy
 
-log = logging.getLogger(__name__)
-FoldKey = tuple[int, int, int]  # (fold index, train start ts, train end ts)
+__all__ = ["ScoreReversion", "ScoreReversionConfig", "ForecastLog", "model_version_record"]
 
 
 @dataclass(frozen=True)
 class ScoreReversionConfig:
     walk_forward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
-    max_hold_bars: int = 48  # exit after this many bars in a position
+    max_hold_bars: int = 48  # state target: exit after this many bars in a position
     stop_loss_pct: float = 5.0  # protective stop distance from the signal bar's close, in % (0 = none)
     unusual_gate: float | None = None  # skip entries when unusualness exceeds this quantile (e.g. 0.999)
     long_only: bool = False  # never open shorts
+    cost_margin_pct: float = 0.5  # forecast target: expected move must beat the round-trip cost by this (% of price)
+    fee_bps: float = 10.0  # the broker's fee per fill the cost rule assumes (set from the run's --fee-bps)
+    slippage_bps: float = 0.0  # the broker's slippage per fill the cost rule assumes
+    size_by_confidence: bool = False  # forecast target: fraction = min(1, |mean| / interval half-width)
+    exit_on_reversal: bool = True  # forecast target: close when the forecast beats the cost the other way
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["walk_forward"] = self.walk_forward.to_dict()
         return d
+
+    @property
+    def round_trip_cost(self) -> float:
+        """Fees and slippage of an entry plus an exit, as a fraction of price."""
+        return 2.0 * (self.fee_bps + self.slippage_bps) / 1e4
+
+
+@dataclass
+class ForecastLog:
+    """Per-bar forecasts (columns), for calibration reports: bar time, mean, interval ends."""
+
+    ts_ms: list[int] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    low: list[float] = field(default_factory=list)
+    high: list[float] = field(default_factory=list)
 
 
 class ScoreReversion(Strategy):
@@ -59,25 +83,45 @@ class ScoreReversion(Strategy):
                  on_fold: Callable[[FoldModel, bool], None] | None = None) -> None:
         self.config = config
         self.spec = FeatureSpec()
-        self.fold_cache: dict[FoldKey, FoldModel] = fold_cache if fold_cache is not None else {}
+        self.walk = WalkForward(config.walk_forward, self.spec, cache=fold_cache)
         self.on_fold = on_fold
-        self.folds: list[FoldModel] = []
-        self.new_model_versions: list[ModelVersionRecord] = []
+        self._prepared: tuple[np.ndarray, np.ndarray, list[np.ndarray | None]] | None = None
+        self._prepared_for: Any = None
+        self._prepared_token: object = None
         self._reset()
 
+    # --- compatibility views over the walk-forward loop -------------------------------------------
+    @property
+    def fold_cache(self) -> dict[FoldKey, FoldModel]:
+        return self.walk.cache
+
+    @property
+    def folds(self) -> list[FoldModel]:
+        return self.walk.folds
+
+    @property
+    def current(self) -> FoldModel | None:
+        return self.walk.current
+
+    @property
+    def model_versions(self) -> list[ModelVersionRecord]:
+        """Every fold this run used (for storing a finished backtest)."""
+        return [model_version_record(f, self.config.walk_forward) for f in self.folds]
+
     def _reset(self) -> None:
-        wf = self.config.walk_forward
+        self.walk.reset()
+        self.walk.on_fold = self._fold_started
         self._features = IncrementalFeatures(self.spec)
-        # Feature rows of the last train window (+ one block of slack), with their bar times.
-        self._rows: deque[np.ndarray] = deque()
-        self._row_ts: deque[int] = deque()
-        self._first_ts: int | None = None
-        self._next_fold_ts: int | None = None
-        self._fold_index = 0
-        self._train_ms = wf.train_ms
-        self._retrain_ms = wf.retrain_ms
-        self.current: FoldModel | None = None
-        self.folds = []
+        self._index = 0
+        self._block: tuple[int, FoldModel, FoldScores] | None = None
+        # Folds fitted or reused since the runner last drained this list (a paper run clears it).
+        self.new_model_versions: list[ModelVersionRecord] = []
+        self.forecasts = ForecastLog()
+
+    def _fold_started(self, fold: FoldModel, reused: bool) -> None:
+        self.new_model_versions.append(model_version_record(fold, self.config.walk_forward))
+        if self.on_fold is not None:
+            self.on_fold(fold, reused)
 
     def preload_folds(self, stored: list[tuple[bytes, dict[str, Any] | None, dict[str, Any] | None]]) -> int:
         """Make stored folds (checkpoint, losses, sample check) reusable, so a restart does not retrain."""
@@ -86,45 +130,97 @@ class ScoreReversion(Strategy):
             self.fold_cache[(fold.fold_index, fold.train_start_ts, fold.train_end_ts)] = fold
         return len(stored)
 
-    @property
-    def model_versions(self) -> list[ModelVersionRecord]:
-        """Every fold this run used (for storing a finished backtest)."""
-        return [model_version_record(f, self.config.walk_forward) for f in self.folds]
-
     def warmup_bars(self, timeframe_ms: int) -> int:
         # The first fold is fitted once train_days of history were seen; + feature warm-up, + margin.
-        return math.ceil(self._train_ms / timeframe_ms) + self.spec.warmup_bars + 2
+        return math.ceil(self.config.walk_forward.train_ms / timeframe_ms) + self.spec.warmup_bars + 2
 
     def first_decision_ts(self, first_bar_ts: int) -> int | None:
-        return first_bar_ts + self._train_ms  # no model (and so no signal) before the first fold
+        return first_bar_ts + self.config.walk_forward.train_ms  # no model (and so no signal) before the first fold
+
+    def prepare_backtest(self, series: Any) -> None:
+        """Backtest fast path: every feature row up front (same arithmetic as bar by bar), so a fold
+        scores its whole block at once. Rows depend only on bars ≤ their own, so nothing leaks."""
+        if self._prepared is not None and self._prepared_for is series:
+            return  # already prepared (e.g. shared by a rerun on the same bars)
+        feats = IncrementalFeatures(self.spec)
+        rows = [feats.update(o, h, lo, c, v) for o, h, lo, c, v in
+                zip(series.open.tolist(), series.high.tolist(), series.low.tolist(), series.close.tolist(),
+                    series.volume.tolist())]
+        self._prepared = (np.asarray(series.ts_ms, dtype=np.int64), np.asarray(series.close, dtype=float), rows)
+        self._prepared_for = series
+        self._prepared_token = object()  # identifies these rows in the folds' block-score caches
+
+    def share_prepared(self, other: ScoreReversion) -> None:
+        """Reuse another run's prepared feature rows and fold outputs (a rerun on the same bars, e.g.
+        without fees: same folds, same rows, so the same signal series)."""
+        self._prepared, self._prepared_for = other._prepared, other._prepared_for
+        self._prepared_token = other._prepared_token
 
     def on_start(self, ctx: Context) -> None:
         self._reset()
 
     def on_bar(self, bar: Bar, ctx: Context) -> None:
-        row = self._features.update(bar.open, bar.high, bar.low, bar.close, bar.volume)
-        if self._first_ts is None:
-            self._first_ts = bar.ts_ms
-            self._next_fold_ts = bar.ts_ms + self._train_ms
-        if row is not None:
-            self._rows.append(row)
-            self._row_ts.append(bar.ts_ms)
-            horizon = bar.ts_ms - self._train_ms
-            while self._row_ts and self._row_ts[0] <= horizon:
-                self._rows.popleft()
-                self._row_ts.popleft()
-        if bar.ts_ms >= self._next_fold_ts:  # type: ignore[operator]
-            self._start_fold(bar.ts_ms)
-        fold = self.current
+        row = self._next_row(bar)
+        fold = self.walk.update(bar.ts_ms, row, bar.open)
+        if fold is not None and self._prepared is not None:
+            self._score_block(fold)
+        fold = self.walk.current
+        self._index += 1
         if fold is None or row is None:
             return
-        signal_arr, norm_arr = fold.signal(row)
-        signal = float(signal_arr)
-        unusual = fold.unusualness(float(norm_arr))
-        ctx.record_signal(signal, fold.threshold, unusual, fold.fold_index)
-        self._decide(bar, ctx, signal, unusual, fold)
+        scores = self._scores(bar, row, fold)
+        signal = float(scores.signal[0])
+        unusual = fold.unusualness(float(scores.norm[0]))
+        if self.config.walk_forward.is_forecast:
+            assert scores.forecast_mean is not None and scores.forecast_low is not None
+            assert scores.forecast_high is not None
+            log_ = self.forecasts
+            log_.ts_ms.append(bar.ts_ms)
+            log_.mean.append(signal)
+            log_.low.append(float(scores.forecast_low[0]))
+            log_.high.append(float(scores.forecast_high[0]))
+            threshold = math.log1p(self.config.round_trip_cost + self.config.cost_margin_pct / 100)
+            ctx.record_signal(signal, threshold, unusual, fold.fold_index)
+            self._decide_forecast(bar, ctx, scores, threshold, unusual, fold)
+        else:
+            ctx.record_signal(signal, fold.threshold, unusual, fold.fold_index)
+            self._decide_state(bar, ctx, signal, unusual, fold)
 
-    def _decide(self, bar: Bar, ctx: Context, signal: float, unusual: float, fold: FoldModel) -> None:
+    # --- features → signal ------------------------------------------------------------------------
+    def _next_row(self, bar: Bar) -> np.ndarray | None:
+        if self._prepared is None:
+            return self._features.update(bar.open, bar.high, bar.low, bar.close, bar.volume)
+        ts, close, rows = self._prepared
+        i = self._index
+        if i >= len(ts) or ts[i] != bar.ts_ms or close[i] != bar.close:
+            raise RuntimeError(f"bar {bar.ts_ms} is not the prepared series' bar {i}: prepare_backtest() "
+                               "must be given the bars the run replays")
+        return rows[i]
+
+    def _score_block(self, fold: FoldModel) -> None:
+        """Score the fold's whole block [this bar, trade_end) in one batch (backtest fast path)."""
+        assert self._prepared is not None
+        ts, _, rows = self._prepared
+        lo = self._index
+        hi = int(np.searchsorted(ts, fold.trade_end_ts, side="left"))
+        if hi <= lo or rows[lo] is None:
+            self._block = None
+            return
+        key = (self._prepared_token, lo, hi)  # the same prepared rows (shared by a rerun) → the same outputs
+        scores = fold.block_scores.get(key)
+        if scores is None:
+            scores = fold.block_scores[key] = fold.score_rows(np.vstack(rows[lo:hi]), ts[lo:hi])
+        self._block = (lo, fold, scores)
+
+    def _scores(self, bar: Bar, row: np.ndarray, fold: FoldModel) -> FoldScores:
+        block = self._block
+        i = self._index - 1
+        if block is not None and block[1] is fold and 0 <= i - block[0] < len(block[2].signal):
+            return block[2].row(i - block[0])
+        return fold.score_rows(row[None, :], np.array([bar.ts_ms], dtype=np.int64))
+
+    # --- signal → decision ------------------------------------------------------------------------
+    def _decide_state(self, bar: Bar, ctx: Context, signal: float, unusual: float, fold: FoldModel) -> None:
         cfg = self.config
         pos = ctx.position_qty
         info = {"signal": signal, "threshold": fold.threshold, "model_version": fold.fold_index}
@@ -133,14 +229,7 @@ class ScoreReversion(Strategy):
                 return
             if cfg.unusual_gate is not None and unusual > cfg.unusual_gate:
                 return
-            if signal > 0:
-                ctx.target_percent(1.0, "entry", **info)
-                if cfg.stop_loss_pct > 0:
-                    ctx.stop(Side.SELL, bar.close * (1 - cfg.stop_loss_pct / 100), "stop", **info)
-            elif not cfg.long_only:
-                ctx.target_percent(-1.0, "entry", **info)
-                if cfg.stop_loss_pct > 0:
-                    ctx.stop(Side.BUY, bar.close * (1 + cfg.stop_loss_pct / 100), "stop", **info)
+            self._enter(bar, ctx, 1.0 if signal > 0 else -1.0, info)
             return
         held = ctx.bars_in_position
         if (pos > 0 and signal < 0) or (pos < 0 and signal > 0):
@@ -150,39 +239,43 @@ class ScoreReversion(Strategy):
             ctx.cancel_all()
             ctx.close("max_hold", **info)
 
-    def _start_fold(self, bar_ts: int) -> None:
-        """Fit (or reuse) the model for the block that starts at this bar."""
-        wf = self.config.walk_forward
-        block_start = self._next_fold_ts
-        assert block_start is not None
-        while block_start + self._retrain_ms <= bar_ts:  # a data gap skipped whole blocks
-            block_start += self._retrain_ms
-        self._next_fold_ts = block_start + self._retrain_ms
-        if len(self._rows) < wf.min_train_rows:
-            log.warning("fold at %d: only %d feature rows in the window (< %d); not trading this block",
-                        bar_ts, len(self._rows), wf.min_train_rows)
-            self.current = None
+    def _decide_forecast(self, bar: Bar, ctx: Context, scores: FoldScores, threshold: float, unusual: float,
+                         fold: FoldModel) -> None:
+        """Cost-aware: the expected move exp(m) - 1 must beat cost + margin (in price terms)."""
+        cfg = self.config
+        mean = float(scores.signal[0])
+        if not math.isfinite(mean):
             return
-        train_start, train_end = self._row_ts[0], self._row_ts[-1]
-        key = (self._fold_index, train_start, train_end)
-        fold = self.fold_cache.get(key)
-        reused = fold is not None
-        if fold is None:
-            fold = fit_fold(self._fold_index, np.vstack(self._rows), train_start, train_end, block_start,
-                            self._next_fold_ts, wf, self.spec, previous=self.current)
-            self.fold_cache[key] = fold
-        self.current = fold
-        self.folds.append(fold)
-        self.new_model_versions.append(model_version_record(fold, wf))
-        self._fold_index += 1
-        if self.on_fold is not None:
-            self.on_fold(fold, reused)
+        hurdle = cfg.round_trip_cost + cfg.cost_margin_pct / 100
+        move = math.expm1(mean)
+        direction = 1.0 if move > hurdle else (-1.0 if -move > hurdle else 0.0)
+        info = {"signal": mean, "threshold": threshold, "model_version": fold.fold_index}
+        pos = ctx.position_qty
+        if pos == 0.0:
+            if direction == 0.0 or (cfg.unusual_gate is not None and unusual > cfg.unusual_gate):
+                return
+            fraction = 1.0
+            if cfg.size_by_confidence:
+                assert scores.forecast_low is not None and scores.forecast_high is not None
+                half = 0.5 * float(scores.forecast_high[0] - scores.forecast_low[0])
+                fraction = min(1.0, abs(mean) / half) if half > 0 else 1.0
+            self._enter(bar, ctx, direction * fraction, info)
+            return
+        held = ctx.bars_in_position
+        if cfg.exit_on_reversal and direction != 0.0 and (direction > 0) != (pos > 0):
+            ctx.cancel_all()
+            ctx.close("reversal", **info)
+        elif held is not None and held + 1 >= self.config.walk_forward.horizon_bars:
+            ctx.cancel_all()  # decided at the close of bar entry+h-1: fills at O_{t+1+h}, the target's end
+            ctx.close("horizon", **info)
 
-
-def model_version_record(fold: FoldModel, wf: WalkForwardConfig) -> ModelVersionRecord:
-    return ModelVersionRecord(
-        fold_index=fold.fold_index, train_start_ts=fold.train_start_ts, train_end_ts=fold.train_end_ts,
-        trade_start_ts=fold.trade_start_ts, trade_end_ts=fold.trade_end_ts, objective=wf.train.objective,
-        seed=wf.train.seed, threshold=fold.threshold, train_loss=fold.train_loss, val_loss=fold.val_loss,
-        steps=fold.steps, train_seconds=fold.seconds, config=wf.to_dict(), losses=fold.losses,
-        sample_check=fold.sample_check, checkpoint=fold.checkpoint)
+    def _enter(self, bar: Bar, ctx: Context, fraction: float, info: dict[str, Any]) -> None:
+        cfg = self.config
+        if fraction < 0 and cfg.long_only:
+            return
+        ctx.target_percent(fraction, "entry", **info)
+        if cfg.stop_loss_pct > 0:
+            if fraction > 0:
+                ctx.stop(Side.SELL, bar.close * (1 - cfg.stop_loss_pct / 100), "stop", **info)
+            else:
+                ctx.stop(Side.BUY, bar.close * (1 + cfg.stop_loss_pct / 100), "stop", **info)

@@ -36,7 +36,7 @@ ZSCORE_WARMUP = 52  # run_paper's default for zscore (window 50 + 2)
 # Tiny walk-forward settings: 432-bar windows (>= 200 feature rows after the 169-bar feature
 # warm-up), a refit every 72 bars, small and quick networks.
 SCORE_OPTS = ["--train-days", "0.3", "--retrain-days", "0.05", "--train-steps", "100", "--warm-steps", "20",
-              "--hidden", "32", "--threshold-quantile", "0.95", "--seed", "3"]
+              "--hidden", "32", "--threshold-quantile", "0.95", "--seed", "3", "--model-target", "state"]
 SCORE_WARMUP = 432 + 171  # run_paper: train bars + feature warm-up (169) + 2
 FAKE_KEY = "PAPERTESTKEY0123456789abcdefXYZ"
 FAKE_SECRET = "PAPERTESTSECRETzyxwvu9876543210"

@@ -6,13 +6,17 @@ import sys
 from pathlib import Path
 
 from models.losses import OBJECTIVES
-from strategies.score_cli import OBJECTIVE_NAMES
+from models.forecast import FORECAST_METHODS
+from models.walk_forward import MODEL_TARGETS
+from strategies.score_cli import FORECAST_METHOD_NAMES, MODEL_TARGET_NAMES, OBJECTIVE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_objective_names_are_the_models_objectives() -> None:
     assert sorted(OBJECTIVE_NAMES) == sorted(OBJECTIVES)
+    assert sorted(MODEL_TARGET_NAMES) == sorted(MODEL_TARGETS)
+    assert sorted(FORECAST_METHOD_NAMES) == sorted(FORECAST_METHODS)
 
 
 def test_parsing_backtest_options_does_not_import_torch() -> None:

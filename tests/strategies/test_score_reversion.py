@@ -23,7 +23,7 @@ def tiny_config(seed: int = 0, **kw) -> ScoreReversionConfig:
     train = TrainConfig(hidden=32, depth=2, max_steps=120, warm_start_steps=30, batch_size=256,
                         eval_every_steps=30, seed=seed)
     wf = WalkForwardConfig(train_days=20, retrain_days=5, threshold_quantile=0.9, sample_check_samples=0,
-                           train=train)
+                           model_target="state", train=train)  # the state-signal rules (default is the forecast)
     return ScoreReversionConfig(walk_forward=wf, **kw)
 
 
