@@ -36,6 +36,12 @@ from strategies.base import Context, Strategy
 log = logging.getLogger(__name__)
 FoldKey = tuple[int, int, int]  # (fold index, train start ts, train end ts)
 
+# DESIGN.md's window defaults are for 1h bars (365 and 30 days); on other timeframes the
+# same number of bars is used, like the feature windows, so a 1m paper run warms up on
+# ~6 days of candles instead of a year.
+DEFAULT_TRAIN_BARS = 8760
+DEFAULT_RETRAIN_BARS = 720
+
 
 @dataclass(frozen=True)
 class ScoreReversionConfig:
@@ -44,6 +50,14 @@ class ScoreReversionConfig:
     stop_loss_pct: float = 5.0  # protective stop distance from the signal bar's close, in % (0 = none)
     unusual_gate: float | None = None  # skip entries when unusualness exceeds this quantile (e.g. 0.999)
     long_only: bool = False  # never open shorts
+
+    def __post_init__(self) -> None:
+        if self.max_hold_bars < 1:
+            raise ValueError(f"max_hold_bars must be >= 1, got {self.max_hold_bars}")
+        if not 0 <= self.stop_loss_pct < 100:
+            raise ValueError(f"stop_loss_pct must be in [0, 100), got {self.stop_loss_pct}")
+        if self.unusual_gate is not None and not 0 < self.unusual_gate <= 1:
+            raise ValueError(f"unusual_gate must be in (0, 1], got {self.unusual_gate}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,92 @@
+"""Strategy parameters on the command line: ``--param NAME=VALUE`` and the score strategy's older flags.
+
+``--param`` works for every parameter of every strategy (the names come from the
+strategy's config, see ``app.registry``). The score strategy's dedicated flags
+(``--train-days`` …) stay as spellings of the same parameters. Parsing here only
+splits text; types are checked against the strategy's parameter specs, so a bad
+name or value is one line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from cli.args import number
+
+OBJECTIVE_CHOICES = ("dsm", "ssm", "ssm-vr")  # = sorted(models.losses.OBJECTIVES); a test keeps them equal
+
+# flag dest → parameter name, with the flag's type and help (static: building the parser imports no torch)
+SCORE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("train_days", "train_days", number(float, lo=0, hi=36_500, lo_open=True),
+     "rolling training window in days (default: 8,760 bars = 365 days of 1h bars)"),
+    ("retrain_days", "retrain_days", number(float, lo=0, hi=36_500, lo_open=True),
+     "days traded per frozen model (default: 720 bars = 30 days of 1h bars)"),
+    ("objective", "objective", str, "score-matching objective (default dsm)"),
+    ("seed", "seed", number(int, lo=0, hi=2**32 - 1), "seed of model init, batches and noise (default 0)"),
+    ("threshold_quantile", "threshold_quantile", number(float, lo=0, hi=1, lo_open=True),
+     "entry threshold: this quantile of |signal| on the training window (default 0.99)"),
+    ("signal_sigma", "signal_sigma", number(float, lo=0, hi=1_000, lo_open=True),
+     "noise level of the signal's score (default 0.6)"),
+    ("max_hold_bars", "max_hold_bars", number(int, lo=1, hi=10**7), "exit after this many bars (default 48)"),
+    ("stop_loss_pct", "stop_loss_pct", number(float, lo=0, hi=100, hi_open=True),
+     "protective stop distance in %% (0 = none; default 5)"),
+    ("unusual_gate", "unusual_gate", number(float, lo=0, hi=1, lo_open=True),
+     "skip entries when the state's unusualness quantile exceeds this (e.g. 0.999)"),
+    ("train_steps", "max_steps", number(int, lo=1, hi=10**7), "Adam steps of the first fit (default 1000)"),
+    ("warm_steps", "warm_start_steps", number(int, lo=0, hi=10**7),
+     "Adam steps of each warm-started refit (default 150)"),
+    ("hidden", "hidden", number(int, lo=1, hi=8192), "width of the score network's hidden layers (default 128)"),
+)
+
+
+def add_param_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set any strategy parameter (repeatable), e.g. --param window=20 --param entry_z=1.5; "
+                        "'none' clears an optional one. List them with --list-params")
+    p.add_argument("--list-params", action="store_true",
+                   help="print the chosen --strategy's parameters (name, type, default, meaning) and exit")
+
+
+def add_score_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("score strategy (shortcuts for --param NAME=VALUE)")
+    for dest, _, kind, text in SCORE_FLAGS:
+        extra = {"choices": OBJECTIVE_CHOICES} if dest == "objective" else {}
+        g.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, default=None, help=text, **extra)
+
+
+def split_assignments(items: list[str], option: str = "--param") -> dict[str, str]:
+    """['a=1', 'b=x'] → {'a': '1', 'b': 'x'}; a malformed or repeated item raises ValueError."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"{option} {item!r}: expected NAME=VALUE")
+        if name in out:
+            raise ValueError(f"{option} {name} given twice")
+        out[name] = value
+    return out
+
+
+def given_params(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
+    """The parameters a user set: score flags (for the score strategy) and then ``--param`` (which wins)."""
+    out: dict[str, Any] = {}
+    used_flags = {dest: getattr(args, dest, None) for dest, *_ in SCORE_FLAGS}
+    for dest, name, _, _ in SCORE_FLAGS:
+        if used_flags[dest] is not None:
+            if strategy != "score":
+                raise ValueError(f"--{dest.replace('_', '-')} applies to the score strategy only "
+                                 f"(use --param NAME=VALUE for {strategy})")
+            out[name] = used_flags[dest]
+    out.update(split_assignments(list(getattr(args, "param", None) or [])))
+    return out
+
+
+def describe_params(specs: Any) -> str:
+    """A plain table of parameters for --list-params."""
+    lines = [f"{'name':<26} {'type':<22} {'default':<14} meaning"]
+    for p in specs:
+        default = "none" if p.default is None else (",".join(map(str, p.default)) if isinstance(p.default, tuple)
+                                                     else str(p.default))
+        lines.append(f"{p.name:<26} {p.describe_type():<22} {default:<14} {p.doc}")
+    return "\n".join(lines)
