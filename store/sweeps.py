@@ -115,7 +115,7 @@ def finish_sweep(engine: Engine, sweep_id: str, status: str, summary: dict[str, 
 
 def sweep_runs(engine: Engine, sweep_id: str, role: str | None = None) -> list[dict[str, Any]]:
     """The sweep's runs with their link fields, status and metrics, oldest first."""
-    query = (select(RunRow.id, RunRow.status, RunRow.error, RunRow.metrics, RunRow.created_at,
+    query = (select(RunRow.id, RunRow.status, RunRow.error, RunRow.metrics, RunRow.created_at, RunRow.timeframe,
                     SweepRunRow.role, SweepRunRow.config_hash, SweepRunRow.params, SweepRunRow.data_path,
                     SweepRunRow.data_hash, SweepRunRow.seed)
              .join(SweepRunRow, SweepRunRow.run_id == RunRow.id).where(SweepRunRow.sweep_id == sweep_id))
