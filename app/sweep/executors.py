@@ -74,7 +74,7 @@ class DaskBackend(Backend):
 
         self.retries = retries
         try:
-            self.client = Client(address, timeout="10s", set_as_default=False)
+            self.client = Client(address, timeout="5s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         workers = sum(int(w.get("nthreads", 1)) for w in self.client.scheduler_info()["workers"].values())
