@@ -198,3 +198,42 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def test_select_until_chooses_on_earlier_bars_and_reports_on_later_ones(candles, db_url, tmp_path, capsys) -> None:
+    from feeds.files import load_bars
+
+    series = load_bars(candles)
+    split = int(series.ts_ms[2_500])
+    grid = ["--grid", "window=20,40,60", "--grid", "entry_z=1.5,2.5"]
+    out = sweep_json(capsys, "--data", candles, "--strategy", "zscore", *grid, "--workers", "2", "--db", db_url,
+                     "--name", "split", "--select-until", str(split), "--json")
+    trial_ends = rows(db_url, "select max(e.ts) from equity e join sweep_runs s on s.run_id = e.run_id "
+                              "where s.role = 'trial' group by e.run_id")
+    assert len(trial_ends) == 6 and all(end < split for (end,) in trial_ends)  # chosen on bars before the split
+    best = out["best"]
+    assert best["run_id"] == max(out["runs"], key=lambda r: r["metrics"]["sharpe"])["run_id"]
+    held = best["out_of_sample"]
+    assert rows(db_url, "select min(ts) from equity where run_id = :r", r=held["run_id"]) == [(split,)]
+    # the held-out result is the same configuration run alone, trading from the split (earlier bars warm up)
+    payload, trades = alone(capsys, tmp_path, candles, "zscore", best["params"],
+                            extra=("--trade-from", str(split)))
+    assert held["metrics"]["final_equity"] == payload["metrics"]["final_equity"]
+    assert stored_trades(db_url, held["run_id"]) == trades
+    # bars after the split cannot change the choice: scramble them and sweep again
+    frame = series.to_frame()
+    later = frame["timestamp"] >= split
+    prices = ["open", "high", "low", "close"]
+    frame.loc[later, prices] = frame.loc[later, prices].iloc[::-1].to_numpy()  # the future, reversed
+    frame.loc[later, "high"] = frame.loc[later, prices].max(axis=1)
+    frame.loc[later, "low"] = frame.loc[later, prices].min(axis=1)
+    other = tmp_path / "scrambled.csv.gz"
+    frame.to_csv(other, index=False)
+    again = sweep_json(capsys, "--data", other, "--strategy", "zscore", *grid, "--workers", "2", "--db", db_url,
+                       "--name", "split-scrambled", "--select-until", str(split), "--json")
+    assert again["best"]["params"] == best["params"]
+    def by_params(summary: dict) -> dict:
+        return {json.dumps(r["params"], sort_keys=True): r["metrics"] for r in summary["runs"]}
+
+    assert by_params(again) == by_params(out)
+    assert again["best"]["out_of_sample"]["metrics"] != held["metrics"]
