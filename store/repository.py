@@ -185,6 +185,35 @@ def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None
                   trade_from_ts=spec.trade_from_ts, initial_cash=spec.initial_cash, bars_processed=0)
 
 
+def load_run_columns(engine: Engine, run_id: str) -> dict[str, np.ndarray]:
+    """A run's per-bar marks as columns: ts, cash, position, close, equity (time order)."""
+    frame = load_series(engine, run_id, "equity")
+    names = ("ts", "cash", "position", "close", "equity")
+    if not len(frame.values):
+        return {n: np.zeros(0, dtype=np.int64 if n == "ts" else float) for n in names}
+    return {n: frame.column(n) for n in names}
+
+
+def load_trades(engine: Engine, run_id: str) -> list[dict[str, Any]]:
+    """A run's closed round trips as stored rows (in order)."""
+    t = TradeRow
+    with Session(engine) as session:
+        rows = session.execute(select(t.seq, t.side, t.qty, t.entry_ts, t.exit_ts, t.entry_price, t.exit_price,
+                                      t.gross_pnl, t.fees, t.pnl, t.return_pct, t.exit_reason, t.bars_held)
+                               .where(t.run_id == run_id).order_by(t.seq)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def find_run(engine: Engine, ref: str) -> RunRow | None:
+    """A run by id, name, or unique id prefix."""
+    with Session(engine) as session:
+        row = session.get(RunRow, ref) or session.scalar(select(RunRow).where(RunRow.name == ref))
+        if row is None and ref and all(c in "0123456789abcdef" for c in ref.lower()):
+            found = session.scalars(select(RunRow).where(RunRow.id.startswith(ref.lower())).limit(2)).all()
+            row = found[0] if len(found) == 1 else None
+        return row
+
+
 def load_equity(engine: Engine, run_id: str) -> tuple[np.ndarray, np.ndarray]:
     """A run's equity marks (bar open time ms, equity) in time order."""
     frame = load_series(engine, run_id, "equity")
