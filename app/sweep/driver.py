@@ -389,17 +389,16 @@ def _returns(db: Any, run_id: str) -> np.ndarray:
 
 
 def _aligned_returns(db: Any, runs: list[dict[str, Any]]) -> np.ndarray | None:
-    """T × N bar returns of runs on the same bars, over the bars all of them measured."""
+    """T × N bar returns of runs on the same bars, over the bars all of them measured (N × T floats in memory)."""
     if not runs:
         return None
-    curves = []
-    for r in runs:
-        ts, eq = load_equity(db, r["id"])
-        curves.append(dict(zip(ts, eq)))
-    common = sorted(set.intersection(*(set(c) for c in curves)))
+    curves = [tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in runs]
+    common = curves[0][0]
+    for ts, _ in curves[1:]:
+        common = np.intersect1d(common, ts, assume_unique=True)
     if len(common) < 3:
         return None
-    m = np.array([[c[t] for c in curves] for t in common], dtype=float)
+    m = np.column_stack([eq.astype(float)[np.searchsorted(ts, common)] for ts, eq in curves])
     return m[1:] / m[:-1] - 1.0
 
 
