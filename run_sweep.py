@@ -39,7 +39,7 @@ from app.sweep.plan import all_params, parse_grid, parse_space
 from app.sweep.progress import SweepProgress
 from cli.params import split_assignments
 from feeds.validation import DataError
-from reporting.timeparse import parse_time_ms
+from domain.times import parse_time_ms
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from strategies.params import ParamError
 
