@@ -6,7 +6,8 @@ strategy's ``walk_forward.train.seed`` is the parameter ``seed``) becomes one
 a nested config's own defaults win) and its doc (the field's
 ``metadata["doc"]``, else the ``# comment`` on its line). A field added to a
 config therefore appears on the command line (``--param NAME=VALUE``) and in
-sweeps with no other change.
+sweeps with no other change. Fields of other types (callables, mappings) are
+not settable and keep their defaults.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class ParamSpec:
 
     name: str
     path: tuple[str, ...]  # attribute path inside the config, e.g. ("walk_forward", "train", "seed")
-    kind: str  # int | float | bool | str | ints (a tuple of ints, comma-separated)
+    kind: str  # int | float | bool | str | ints / floats (tuples, comma-separated)
     default: Any
     optional: bool  # None is allowed ("none" on the command line)
     doc: str = ""
@@ -59,6 +60,8 @@ class ParamSpec:
                 return value
             if self.kind == "ints":
                 return tuple(int(v) for v in raw.split(",") if v.strip())
+            if self.kind == "floats":
+                return tuple(float(v) for v in raw.split(",") if v.strip())
         except ValueError:
             raise ParamError(f"{self.name}={text!r}: expected {self.describe_type()}") from None
         return raw
@@ -75,6 +78,7 @@ class ParamSpec:
               "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
               "ints": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, int) for x in v),
+              "floats": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v),
               "str": lambda v: isinstance(v, str)}[self.kind]
         if self.kind == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -82,10 +86,13 @@ class ParamSpec:
             raise ParamError(f"{self.name}={value!r}: expected {self.describe_type()}")
         if self.kind == "float":
             return float(value)
+        if self.kind == "floats":
+            return tuple(float(x) for x in value)
         return tuple(value) if self.kind == "ints" else value
 
     def describe_type(self) -> str:
-        base = {"ints": "comma-separated integers", "str": "text"}.get(self.kind, self.kind)
+        base = {"ints": "comma-separated integers", "floats": "comma-separated numbers",
+                "str": "text"}.get(self.kind, self.kind)
         return base + (" or none" if self.optional else "")
 
 
@@ -124,26 +131,34 @@ def _walk(cls: type, instance: Any, prefix: tuple[str, ...]) -> Iterable[ParamSp
         if dataclasses.is_dataclass(hint):
             yield from _walk(hint, value, path)
             continue
-        kind, optional = _kind(hint, cls, f.name)
+        found = _kind(hint)
+        if found is None:  # e.g. a callable or a mapping: not settable from text, keeps its default
+            continue
+        kind, optional = found
         doc = f.metadata.get("doc") or docs.get(f.name, "")
         yield ParamSpec(f.name, path, kind, value, optional, doc)
 
 
-def _kind(hint: Any, cls: type, name: str) -> tuple[str, bool]:
+def _kind(hint: Any) -> tuple[str, bool] | None:
+    """(kind, optional) of a field type this module can parse from text, else None."""
     args = typing.get_args(hint)
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         optional = len(rest) < len(args)
         if len(rest) != 1:
-            raise TypeError(f"{cls.__name__}.{name}: unsupported parameter type {hint}")
+            return None
         hint = rest[0]
         args = typing.get_args(hint)
     if hint in (bool, int, float, str):
         return hint.__name__, optional
+    if typing.get_origin(hint) is typing.Literal and all(isinstance(a, str) for a in args):
+        return "str", optional
     if typing.get_origin(hint) is tuple and args in ((int, ...),):
         return "ints", optional
-    raise TypeError(f"{cls.__name__}.{name}: unsupported parameter type {hint}")
+    if typing.get_origin(hint) is tuple and args in ((float, ...),):
+        return "floats", optional
+    return None
 
 
 def _field_comments(cls: type) -> dict[str, str]:

@@ -26,7 +26,7 @@ def candles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def long_candles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Long enough that one z-score run takes a noticeable moment (for kill tests)."""
     path = tmp_path_factory.mktemp("sweep-data") / "long.csv.gz"
-    synthetic_bars(60_000, seed=12).to_frame().to_csv(path, index=False)
+    synthetic_bars(30_000, seed=12).to_frame().to_csv(path, index=False)
     return path
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -32,11 +33,14 @@ class _Outer:
     window: int = 20  # bars in the window
     gate: float | None = None  # optional gate
     inner: _Inner = field(default_factory=lambda: _Inner(steps=7))
+    weights: tuple[float, ...] = (0.5, 0.5)  # per-feature weights
+    hook: Callable[[int], int] | None = None  # not settable from text: keeps its default
 
 
 def test_parameters_come_from_the_config_dataclass() -> None:
     specs = {p.name: p for p in config_params(_Outer)}
-    assert list(specs) == ["window", "gate", "lr", "steps", "seed"]  # nested configs flattened
+    assert list(specs) == ["window", "gate", "lr", "steps", "seed", "weights"]  # nested flattened, hook skipped
+    assert specs["weights"].parse("1,2.5") == (1.0, 2.5)
     assert specs["steps"].default == 7  # the parent's default instance wins over the class default
     assert (specs["window"].kind, specs["window"].doc) == ("int", "bars in the window")
     assert specs["gate"].optional and specs["gate"].parse("none") is None

@@ -72,7 +72,7 @@ def test_sweep_on_a_local_dask_cluster_equals_runs_one_by_one(candles, db_url, t
 
 
 def test_score_strategy_sweep_over_seeds_equals_runs_one_by_one(candles, db_url, tmp_path, capsys) -> None:
-    tiny = {"train_days": 20, "retrain_days": 10, "max_steps": 40, "warm_start_steps": 10, "hidden": 16,
+    tiny = {"train_days": 30, "retrain_days": 60, "max_steps": 40, "warm_start_steps": 10, "hidden": 16,
             "sample_check_samples": 0, "threshold_quantile": 0.95}
     fixed = [a for k, v in tiny.items() for a in ("--param", f"{k}={v}")]
     out = sweep_json(capsys, "--data", candles, "--strategy", "score", *fixed, "--grid", "max_hold_bars=12,48",
