@@ -13,7 +13,8 @@ Each is measured twice:
   one transaction per run, selection statistics included).
 Speed-up = configs/min with 2 workers ÷ with 1; efficiency = speed-up ÷ 2. The
 target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each worker
-process (ru_maxrss) is compared with a process that runs one configuration alone.
+process (ru_maxrss, after many tasks) is compared with a fresh process running one
+configuration alone: the bare worker function, and run_backtest.py (which also stores it).
 On a machine shared with other work the numbers are noisy: compare within one run.
 """
 from __future__ import annotations
@@ -67,6 +68,20 @@ def single_run_peak(data: Path, strategy: str, point: dict, fixed: dict, db_dir:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def run_backtest_peak(data: Path, strategy: str, point: dict, fixed: dict, db_dir: Path) -> float:
+    """Peak RSS (MiB) of ``run_backtest.py`` running the same configuration alone (storing it, as a user would)."""
+    repo = Path(__file__).resolve().parents[1]
+    args = [sys.executable, str(repo / "run_backtest.py"), "--data", str(data), "--strategy", strategy, "--json",
+            "--db", str(db_dir / f"alone-{strategy}.db")]
+    for name, value in {**fixed, **point}.items():
+        args += ["--param", f"{name}={value}"]
+    code = ("import resource, subprocess, sys\n"
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)\n")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def execute_only(driver: SweepDriver, points: list[dict], workers: int) -> tuple[float, float]:
     """Seconds to run every task on a warmed pool, and the largest worker peak RSS (MiB)."""
     tasks = [t for p in points for t in driver.tasks_for(p)]
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic_bars(args.score_bars, seed=2).to_frame().to_csv(files["score"], index=False)
         table = Table(title="Sweep throughput (SYNTHETIC bars; shared CPU → noisy)")
         for col in ("grid", "configs", "mode", "1 worker cfg/min", "2 workers cfg/min", "speed-up", "efficiency",
-                    "peak RSS/worker vs one run alone"):
+                    "worker peak RSS vs one run alone (worker fn / run_backtest.py)"):
             table.add_column(col)
         verdicts = []
         for label, (strategy, grid, fixed) in grids(args.configs, args.score_configs).items():
@@ -125,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             points = [dict(zip(grid, combo)) for combo in __import__("itertools").product(*grid.values())]
             n = len(points)
             reference = single_run_peak(files[label], strategy, points[0], fixed, root)
+            cli_reference = run_backtest_peak(files[label], strategy, points[0], fixed, root)
             exec_s = {w: execute_only(driver, points, w) for w in (1, 2)}
             e2e_s = {w: end_to_end(SweepRequest(name=f"{label}-{w}", strategy=strategy, data=(str(files[label]),),
                                                 grid=grid, fixed=fixed), root / f"{label}-{w}.db", w)
@@ -135,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                 speed = rate[2] / rate[1]
                 table.add_row(label, str(n), mode, f"{rate[1]:.1f}", f"{rate[2]:.1f}", f"{speed:.2f}×",
                               f"{100 * speed / 2:.0f} %",
-                              f"{peak:.0f} MiB vs {reference:.0f} MiB" if mode == "execute" else "")
+                              f"{peak:.0f} vs {reference:.0f} / {cli_reference:.0f} MiB" if mode == "execute" else "")
                 if label == "zscore":
                     verdicts.append((mode, speed))
-            console.print(f"[dim]{label}: {n} configs, data {files[label].name}, one run alone peaks at "
-                          f"{reference:.0f} MiB[/dim]")
+            console.print(f"[dim]{label}: {n} configs; one run alone peaks at {reference:.0f} MiB (the worker "
+                          f"function in a fresh process) and {cli_reference:.0f} MiB (run_backtest.py); workers "
+                          f"peaked at {peak:.0f} MiB[/dim]")
         console.print(table)
         for mode, speed in verdicts:
             ok = speed >= TARGET
