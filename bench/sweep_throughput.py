@@ -16,6 +16,9 @@ target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each wo
 process (ru_maxrss, after many tasks) is compared with a fresh process running one
 configuration alone: the bare worker function, and run_backtest.py (which also stores it).
 On a machine shared with other work the numbers are noisy: compare within one run.
+The workers' CPU seconds per configuration and the share of the cores they got are
+printed too: equal CPU per configuration with 1 and 2 workers means parallelism adds
+no work, and a low core share means other processes held the CPU during the run.
 """
 from __future__ import annotations
 
@@ -82,8 +85,8 @@ def run_backtest_peak(data: Path, strategy: str, point: dict, fixed: dict, db_di
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def execute_only(driver: SweepDriver, points: list[dict], workers: int) -> tuple[float, float]:
-    """Seconds to run every task on a warmed pool, and the largest worker peak RSS (MiB)."""
+def execute_only(driver: SweepDriver, points: list[dict], workers: int) -> tuple[float, float, float]:
+    """Seconds to run every task on a warmed pool, the largest worker peak RSS (MiB), and worker CPU seconds."""
     tasks = [t for p in points for t in driver.tasks_for(p)]
     backend = LocalBackend(workers)
     try:
@@ -97,7 +100,7 @@ def execute_only(driver: SweepDriver, points: list[dict], workers: int) -> tuple
     bad = [r.error for r in results if not r.ok]
     if bad:
         raise SystemExit(f"a configuration failed: {bad[0]}")
-    return seconds, max(r.peak_rss_mb for r in results)
+    return seconds, max(r.peak_rss_mb for r in results), sum(r.cpu_seconds for r in results)
 
 
 def end_to_end(request: SweepRequest, db_path: Path, workers: int) -> float:
@@ -146,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 grid=grid, fixed=fixed), root / f"{label}-{w}.db", w)
                      for w in (1, 2)}
             peak = max(exec_s[1][1], exec_s[2][1])
-            for mode, secs in (("execute", {w: s for w, (s, _) in exec_s.items()}), ("sweep", e2e_s)):
+            for w, (secs, _, cpu) in exec_s.items():
+                console.print(f"[dim]{label}, {w} worker(s): {cpu / n:.2f} CPU s per config in the workers; they got "
+                              f"{100 * cpu / (secs * w):.0f} % of {w} core(s) while running[/dim]")
+            for mode, secs in (("execute", {w: s for w, (s, _, _) in exec_s.items()}), ("sweep", e2e_s)):
                 rate = {w: 60.0 * n / secs[w] for w in (1, 2)}
                 speed = rate[2] / rate[1]
                 table.add_row(label, str(n), mode, f"{rate[1]:.1f}", f"{rate[2]:.1f}", f"{speed:.2f}×",

@@ -51,7 +51,8 @@ class TaskResult:
     end_ts: int | None = None
     timeframe_ms: int | None = None
     data_source: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time in the worker
+    cpu_seconds: float = 0.0  # CPU time of the worker process on this task
     peak_rss_mb: float = 0.0
     pid: int = 0
 
@@ -69,13 +70,14 @@ def limit_threads(threads: int = 1) -> None:
 
 def run_task(task: SweepTask) -> TaskResult:
     """Run one configuration; configuration errors become ``ok=False`` results with the message."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     limit_threads(task.threads)
     try:
         result = _run(task)
     except Exception as exc:  # a bad configuration fails alone; the driver stores the message
         result = TaskResult(task.config_hash, False, error=f"{type(exc).__name__}: {exc}")
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     result.pid = os.getpid()
     return result
