@@ -22,7 +22,6 @@ with run_backtest.py --strategy NAME --list-params) plus fee_bps and slippage_bp
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -37,19 +36,21 @@ from app.sweep.driver import SearchSpec, SweepDriver, SweepRequest
 from app.sweep.executors import default_workers, make_backend
 from app.sweep.plan import all_params, parse_grid, parse_space
 from app.sweep.progress import SweepProgress
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, number, print_error, run_name,
+                      time_text)
 from cli.params import split_assignments
-from feeds.validation import DataError
+from domain.redact import install_log_masking
+from domain.strict_json import dumps_strict
 from domain.times import parse_time_ms
+from feeds.validation import DataError
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from strategies.params import ParamError
 
-
-class UsageError(Exception):
-    """A bad argument: one line on stderr, exit status 2."""
+SEED = number(int, lo=0, hi=2**32 - 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="candle files (each is swept)")
     p.add_argument("--strategy", default="zscore", choices=sorted(SPECS), help="strategy (default %(default)s)")
     p.add_argument("--grid", action="append", default=[], metavar="PARAM=V1,V2,…",
@@ -57,42 +58,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="fix a parameter for every run (repeatable)")
     p.add_argument("--search", choices=("optuna",), help="search instead of a grid (Optuna TPE, ask/tell)")
-    p.add_argument("--trials", type=int, help="configurations the search tries (with --search)")
+    p.add_argument("--trials", type=number(int, lo=1, hi=10**6), help="configurations the search tries (with --search)")
     p.add_argument("--space", action="append", default=[], metavar="PARAM=LOW:HIGH[:log]",
                    help="search range of a parameter (repeatable; integers stay integers)")
-    p.add_argument("--search-seed", type=int, default=0, help="seed of the Optuna sampler (default 0)")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+    p.add_argument("--search-seed", type=SEED, default=0, help="seed of the Optuna sampler (default 0)")
+    p.add_argument("--seeds", type=SEED, nargs="+", metavar="SEED",
                    help="repeat every configuration with these model seeds (strategies with a seed parameter)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=number(int, lo=1, hi=4096), default=None,
                    help=f"local worker processes (default: the cores available, here {default_workers()})")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="run on an existing Dask cluster instead (its workers must run this code)")
-    p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per worker (default 1)")
-    p.add_argument("--retries", type=int, default=2, help="resubmissions of a task whose worker died (default 2)")
-    p.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL or SQLite file (default %(default)s)")
-    p.add_argument("--name", help="sweep name; the same name resumes (default: a new name from the time)")
-    p.add_argument("--select-until", metavar="TS",
+    p.add_argument("--threads", type=number(int, lo=1, hi=1024), default=1,
+                   help="torch/BLAS threads per worker (default 1)")
+    p.add_argument("--retries", type=number(int, lo=0, hi=100), default=2,
+                   help="resubmissions of a task whose worker died (default 2)")
+    p.add_argument("--db", type=bounded_text(4096, "--db"), default=DEFAULT_DB_URL,
+                   help="SQLAlchemy URL or SQLite file (default %(default)s)")
+    p.add_argument("--name", type=run_name, help="sweep name (at most 200 characters); the same name resumes "
+                                                 "(default: a new name from the time)")
+    p.add_argument("--select-until", type=time_text("--select-until"), metavar="TS",
                    help="choose the best on bars before TS only, then report it on the bars after TS")
     p.add_argument("--metric", default="sharpe", help="what 'best' means (default sharpe; also sortino, calmar, "
                                                       "total_return, cagr, final_equity, profit_factor)")
-    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash per run (default 100000)")
-    p.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in bps unless swept (default 10)")
-    p.add_argument("--slippage-bps", type=float, default=0.0, help="slippage in bps unless swept (default 0)")
-    p.add_argument("--long-only", action="store_true", help="never open short positions")
+    add_money_flags(p)  # --fee-bps / --slippage-bps apply unless swept with --grid fee_bps=… / slippage_bps=…
     p.add_argument("--json", action="store_true", help="print the sweep summary as one JSON object, nothing else")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
     return p
 
 
 def make_request(args: argparse.Namespace) -> SweepRequest:
-    if args.cash <= 0 or not 0 <= args.fee_bps < 10_000 or not 0 <= args.slippage_bps < 10_000:
-        raise UsageError("--cash must be positive; --fee-bps and --slippage-bps in [0, 10000)")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    """The sweep the flags describe; names and values are checked here, before any file or DB is opened."""
     if args.workers is not None and args.scheduler:
         raise UsageError("give --workers (local processes) or --scheduler (a Dask cluster), not both")
-    if args.threads < 1 or args.retries < 0:
-        raise UsageError("--threads must be >= 1 and --retries >= 0")
     spec = get_spec(args.strategy)
     names = all_params(spec.params())
     fixed_text = split_assignments(args.param)
@@ -107,7 +104,7 @@ def make_request(args: argparse.Namespace) -> SweepRequest:
     if args.search:
         if args.grid:
             raise UsageError("--grid and --search exclude each other (fix values with --param)")
-        if not args.trials or args.trials < 1 or not args.space:
+        if not args.trials or not args.space:
             raise UsageError("--search optuna needs --trials N (>= 1) and at least one --space PARAM=LOW:HIGH")
         search = SearchSpec("optuna", args.trials, tuple(parse_space(args.space, names, spec.aliases)),
                             args.search_seed)
@@ -123,11 +120,15 @@ def make_request(args: argparse.Namespace) -> SweepRequest:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        request = make_request(args)
+    except (UsageError, ParamError) as exc:
+        return print_error(exc)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    install_log_masking()
     backend = None
     try:
-        request = make_request(args)
         db = init_db(args.db)
         driver = SweepDriver(request, db)  # checks names, values and files before any worker starts
         backend = make_backend(args.workers, args.scheduler, threads=args.threads, retries=args.retries)
@@ -135,31 +136,23 @@ def main(argv: list[str] | None = None) -> int:
         with SweepProgress(request.metric) as progress:
             driver.progress = progress
             summary = driver.run()
-    except (UsageError, ParamError, DataError, StoreError, ConnectionError, ValueError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    except (UsageError, ParamError, DataError, StoreError, ConnectionError, ValueError, OSError) as exc:
+        return print_error(exc)
     except KeyboardInterrupt:
         print("interrupted: finished runs are stored; rerun with the same --name to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line, the traceback only with -v
         if args.verbose:
             traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return print_error(f"{type(exc).__name__}: {exc}", status=1)
     finally:
         if backend is not None:
             backend.close()
     if args.json:
-        print(json.dumps(summary, default=_json_default))
+        print(dumps_strict(summary))
     else:
         print_human(summary)
     return 0
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def print_human(summary: dict[str, Any]) -> None:

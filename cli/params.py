@@ -48,7 +48,7 @@ def add_param_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_score_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("score strategy (shortcuts for --param NAME=VALUE)")
+    g = p.add_argument_group("score strategy (shortcuts for --param NAME=VALUE; other strategies ignore them)")
     for dest, _, kind, text in SCORE_FLAGS:
         extra = {"choices": OBJECTIVE_CHOICES} if dest == "objective" else {}
         g.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, default=None, help=text, **extra)
@@ -69,15 +69,14 @@ def split_assignments(items: list[str], option: str = "--param") -> dict[str, st
 
 
 def given_params(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
-    """The parameters a user set: score flags (for the score strategy) and then ``--param`` (which wins)."""
+    """The parameters a user set: score flags (score strategy only; other strategies ignore them, as they
+    always have) and then ``--param`` (which wins)."""
     out: dict[str, Any] = {}
-    used_flags = {dest: getattr(args, dest, None) for dest, *_ in SCORE_FLAGS}
-    for dest, name, _, _ in SCORE_FLAGS:
-        if used_flags[dest] is not None:
-            if strategy != "score":
-                raise ValueError(f"--{dest.replace('_', '-')} applies to the score strategy only "
-                                 f"(use --param NAME=VALUE for {strategy})")
-            out[name] = used_flags[dest]
+    if strategy == "score":
+        for dest, name, _, _ in SCORE_FLAGS:
+            value = getattr(args, dest, None)
+            if value is not None:
+                out[name] = value
     out.update(split_assignments(list(getattr(args, "param", None) or [])))
     return out
 

@@ -77,7 +77,6 @@ def test_param_equals_the_strategy_built_by_hand(candles, tmp_path, capsys) -> N
                              "long_only, window"),
     (["--param", "window=abc"], "error: window='abc': expected int"),
     (["--param", "window"], "error: --param 'window': expected NAME=VALUE"),
-    (["--train-days", "3"], "error: --train-days applies to the score strategy only"),
 ])
 def test_bad_params_are_one_line_and_write_nothing(candles, tmp_path, capsys, args, message) -> None:
     db = tmp_path / "bad.db"
@@ -118,3 +117,10 @@ def test_a_zscore_run_never_imports_torch(candles, tmp_path) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_objective_choices_match_the_losses() -> None:
+    from cli.params import OBJECTIVE_CHOICES
+    from models.losses import OBJECTIVES
+
+    assert OBJECTIVE_CHOICES == tuple(sorted(OBJECTIVES))
