@@ -25,7 +25,7 @@ import pandas as pd
 from app.backtest import BacktestOutcome, BacktestRequest, execute, run_and_store
 from app.data import load_window
 from engine.broker import BrokerConfig
-from engine.metrics import buy_and_hold_equity
+from engine.metrics import BuyAndHoldInputs, buy_and_hold_curve, buy_and_hold_equity
 from feeds.series import BarSeries
 from feeds.validation import DataError
 from store.db import init_db
@@ -80,9 +80,8 @@ def backtest(data: str | Path | pd.DataFrame | BarSeries, strategy: str = "zscor
 def open_run(db: str, run: str) -> BacktestResult:
     """A stored run (id, unique id prefix or name) as the same pandas objects.
 
-    The benchmark is buy-and-hold on the stored bars, entered at the first bar's
-    close (backtests store closes, not opens); the exact buy-and-hold metrics are
-    the stored ones in ``buy_and_hold``.
+    The benchmark is the stored buy-and-hold baseline's curve, redrawn from the
+    stored closes and the baseline's stored inputs.
     """
     engine = init_db(db, read_only=True)
     try:
@@ -95,8 +94,12 @@ def open_run(db: str, run: str) -> BacktestResult:
         engine.dispose()
     close = np.asarray(cols["close"], dtype=float)
     params = row.params or {}
-    bench = buy_and_hold_equity(np.concatenate((close[:1], close[:-1])), close, row.initial_cash,
-                                float(params.get("fee_bps", 10.0)), float(params.get("slippage_bps", 0.0)))
+    stored = (row.report or {}).get("buy_and_hold_inputs")
+    if stored:  # the stored baseline, exactly
+        bench = buy_and_hold_curve(close, BuyAndHoldInputs.from_dict(stored)).equity_quote
+    else:  # older runs: entered at the first close (backtests store closes, not opens)
+        bench = buy_and_hold_equity(np.concatenate((close[:1], close[:-1])), close, row.initial_cash,
+                                    float(params.get("fee_bps", 10.0)), float(params.get("slippage_bps", 0.0)))
     index = _index(np.asarray(cols["ts"], dtype=np.int64))
     trades = trades.rename(columns={"entry_ts": "entry_time", "exit_ts": "exit_time"})
     return BacktestResult(pd.Series(cols["equity"], index=index, name="equity", dtype=float),
@@ -182,10 +185,9 @@ def _trade_frame(trades: pd.DataFrame) -> pd.DataFrame:
 
 
 def _result(outcome: BacktestOutcome, run_id: str | None) -> BacktestResult:
-    ev, series, cfg = outcome.result.events, outcome.series, outcome.request.broker
+    ev = outcome.result.events
     index = _index(np.asarray(ev.equity_ts_ms, dtype=np.int64))
-    traded = series if outcome.trade_from_ms is None else series.between(outcome.trade_from_ms, None)
-    bench = buy_and_hold_equity(traded.open, traded.close, cfg.cash_quote, cfg.fee_bps, cfg.slippage_bps)
+    bench = outcome.result.baseline.curve.equity_quote  # the stored baseline's curve, same traded bars
     trades = pd.DataFrame([{"side": t.side, "qty": t.qty, "entry_time": t.entry_ts_ms, "exit_time": t.exit_ts_ms,
                             "entry_price": t.entry_price, "exit_price": t.exit_price,
                             "gross_pnl": t.gross_pnl_quote, "fees": t.fees_quote, "pnl": t.pnl_quote,
@@ -193,4 +195,5 @@ def _result(outcome: BacktestOutcome, run_id: str | None) -> BacktestResult:
                            for t in ev.trades])
     return BacktestResult(pd.Series(ev.equity_quote, index=index, name="equity", dtype=float),
                           pd.Series(bench[:len(index)], index=index[:len(bench)], name="buy_and_hold"),
-                          _trade_frame(trades), outcome.metrics, outcome.result.buy_and_hold, outcome.params, run_id)
+                          _trade_frame(trades), outcome.metrics, outcome.result.buy_and_hold.to_dict(), outcome.params,
+                          run_id)

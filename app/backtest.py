@@ -54,7 +54,8 @@ class BacktestOutcome:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.result.metrics
+        """The run's metrics as plain data (the ``metrics`` of run_backtest.py --json)."""
+        return self.result.metrics.to_dict()
 
 
 def resolve(request: BacktestRequest) -> tuple[StrategySpec, dict[str, Any], BrokerConfig]:
@@ -98,7 +99,7 @@ def execute(request: BacktestRequest, series: BarSeries, *, progress: ProgressFa
     if progress is not None:
         spec.watch_models(strategy, progress(spec.model_count(strategy, series)))
     result = run_backtest(series, strategy, broker, engine=request.engine, trade_from_ms=trade_from)
-    report: dict[str, Any] = {"buy_and_hold": result.buy_and_hold}
+    report: dict[str, Any] = result.baseline_report()  # buy-and-hold's metrics and the inputs of its curve
     if request.with_report and spec.report is not None:
         report.update(spec.report(strategy, series, broker, result, trade_from))
     return BacktestOutcome(request, spec, params, strategy, series, trade_from, result, report)
@@ -145,7 +146,7 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
 
 def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:
     r = outcome.result
-    save_backtest(db, run_id, r.events, r.order_status, r.metrics, outcome.report,
+    save_backtest(db, run_id, r.events, r.order_status, r.metrics.to_dict(), outcome.report,
                   model_versions=outcome.spec.model_versions(outcome.strategy), start_ts=r.start_ts, end_ts=r.end_ts)
 
 

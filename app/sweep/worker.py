@@ -106,7 +106,7 @@ def _run(task: SweepTask) -> TaskResult:
     limit_threads(task.threads)  # the strategy may have imported torch just now; later tasks reuse it
     ev, r = outcome.result.events, outcome.result
     return TaskResult(
-        task.config_hash, True, params=outcome.params, config=config_dict(outcome.strategy), metrics=r.metrics,
+        task.config_hash, True, params=outcome.params, config=config_dict(outcome.strategy), metrics=outcome.metrics,
         report=outcome.report, orders=ev.orders, order_status=r.order_status, fills=ev.fills, trades=ev.trades,
         equity_ts_ms=np.asarray(ev.equity_ts_ms, dtype=np.int64), equity_cash=np.asarray(ev.equity_cash),
         equity_position=np.asarray(ev.equity_position), equity_close=np.asarray(ev.equity_close),

@@ -67,7 +67,7 @@ def test_param_equals_the_strategy_built_by_hand(candles, tmp_path, capsys) -> N
     payload = json.loads(capsys.readouterr().out)
     assert rc == 0 and payload["params"] == {"window": 30, "entry_z": 1.75, "exit_z": 0.25, "long_only": False}
     ref = engine_backtest(load_bars(candles), ZScoreReversion(ZScoreConfig(30, 1.75, 0.25)), BrokerConfig())
-    assert payload["metrics"] == ref.metrics and ref.metrics["trades"] > 0
+    assert payload["metrics"] == ref.metrics.to_dict() and ref.metrics["trades"] > 0
     stored = rows(f"sqlite:///{db}", "select params from runs")[0][0]
     assert json.loads(stored)["config"] == {"window": 30, "entry_z": 1.75, "exit_z": 0.25, "long_only": False}
 
