@@ -114,7 +114,8 @@ def make_request(args: argparse.Namespace) -> SweepRequest:
     name = args.name or time.strftime("sweep-%Y%m%d-%H%M%S", time.gmtime())
     return SweepRequest(name=name, strategy=args.strategy, data=tuple(args.data), grid=grid, fixed=fixed,
                         search=search, seeds=tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
-                        cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
+                        cash_quote=args.cash, fee_bps=args.fee_bps, maker_fee_bps=args.maker_fee_bps,
+                        slippage_bps=args.slippage_bps,
                         long_only=args.long_only, select_until_ms=until, metric=args.metric, threads=args.threads,
                         max_attempts=args.retries + 1)
 

@@ -11,11 +11,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from engine.loop import EngineEvents
-from models.records import ModelVersionRecord
+from domain.events import EngineEvents
+from domain.records import ModelVersionRecord
 from store.db import StoreError
 from store.models import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
@@ -87,20 +87,20 @@ def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: Fin
     """
     row = new_run_row(spec, status="running" if finished is not None else "failed", error=error)
     run_id = row.id
-    with Session(engine) as session, session.begin():
-        old = session.scalars(select(SweepRunRow.run_id).where(
+    run_values = {c.key: getattr(row, c.key) for c in RunRow.__table__.columns}
+    with engine.begin() as conn:
+        old = conn.execute(select(SweepRunRow.run_id).where(
             SweepRunRow.sweep_id == link.sweep_id, SweepRunRow.role == link.role,
-            SweepRunRow.config_hash == link.config_hash)).all()
+            SweepRunRow.config_hash == link.config_hash)).scalars().all()
         if old:
-            session.execute(delete(SweepRunRow).where(SweepRunRow.run_id.in_(old)))
-            session.execute(delete(RunRow).where(RunRow.id.in_(old), RunRow.status == "failed"))
-        session.add(row)
-        session.flush()
-        session.add(SweepRunRow(run_id=run_id, sweep_id=link.sweep_id, role=link.role,
-                                config_hash=link.config_hash, params=link.params, data_path=link.data_path,
-                                data_hash=link.data_hash, seed=link.seed))
+            conn.execute(delete(SweepRunRow).where(SweepRunRow.run_id.in_(old)))
+            conn.execute(delete(RunRow).where(RunRow.id.in_(old), RunRow.status == "failed"))
+        conn.execute(insert(RunRow.__table__), [run_values])
+        conn.execute(insert(SweepRunRow.__table__), [{
+            "run_id": run_id, "sweep_id": link.sweep_id, "role": link.role, "config_hash": link.config_hash,
+            "params": link.params, "data_path": link.data_path, "data_hash": link.data_hash, "seed": link.seed}])
         if finished is not None:
-            write_backtest(session, run_id, finished.events, finished.order_status, finished.metrics,
+            write_backtest(conn, run_id, finished.events, finished.order_status, finished.metrics,
                            finished.report, finished.model_versions, finished.start_ts, finished.end_ts)
     return run_id
 

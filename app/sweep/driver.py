@@ -27,7 +27,7 @@ from app.sweep.executors import Backend
 from app.sweep.plan import BROKER_NAMES, SearchDim, SweepTask, config_hash, grid_points
 from app.sweep.planners import GridPlanner, OptunaPlanner
 from app.sweep.worker import TaskResult, run_task
-from engine.loop import EngineEvents
+from domain.events import EngineEvents
 from engine.metrics import bars_per_year
 from feeds.files import file_sha256
 from feeds.series import ms_to_timeframe, timeframe_to_ms
@@ -58,6 +58,7 @@ class SweepRequest:
     seeds: tuple[int, ...] | None = None
     cash_quote: float = 100_000.0
     fee_bps: float = 10.0
+    maker_fee_bps: float | None = None  # resting limit fills; None: the taker fee (fee_bps)
     slippage_bps: float = 0.0
     long_only: bool = False
     select_until_ms: int | None = None
@@ -120,6 +121,8 @@ class SweepDriver:
         values = {**req.fixed, **point}
         broker = {"cash_quote": req.cash_quote, "fee_bps": float(values.get("fee_bps", req.fee_bps)),
                   "slippage_bps": float(values.get("slippage_bps", req.slippage_bps)), "long_only": req.long_only}
+        if req.maker_fee_bps is not None:
+            broker["maker_fee_bps"] = req.maker_fee_bps
         strategy_params = {k: v for k, v in values.items() if k not in BROKER_NAMES}
         if req.long_only and "long_only" in self.names:
             strategy_params.setdefault("long_only", True)
@@ -144,8 +147,8 @@ class SweepDriver:
                                                    "space": [asdict(d) for d in req.search.dims]}
         return {"grid": req.grid, "fixed": req.fixed, "search": search, "seeds": list(req.seeds or []),
                 "data": [{"path": p, "sha256": h} for p, h in self.data_hashes.items()],
-                "broker": {"cash_quote": req.cash_quote, "fee_bps": req.fee_bps, "slippage_bps": req.slippage_bps,
-                           "long_only": req.long_only},
+                "broker": {"cash_quote": req.cash_quote, "fee_bps": req.fee_bps, "maker_fee_bps": req.maker_fee_bps,
+                           "slippage_bps": req.slippage_bps, "long_only": req.long_only},
                 "select_until": req.select_until_ms, "metric": req.metric}
 
     # ---- running -----------------------------------------------------------------------------

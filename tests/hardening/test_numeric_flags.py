@@ -96,6 +96,8 @@ ACCEPTED: dict[tuple[str, str], dict[str, str]] = {
     ("run_sweep", "--select-until"): {"0": "epoch ms 0 parses; that no bar precedes it is a data error later"},
     ("run_sweep", "--cash"): {},
     ("run_sweep", "--fee-bps"): {"0": "a zero-fee venue or a no-cost study is legitimate"},
+    ("run_sweep", "--taker-fee-bps"): {"0": "a zero-fee venue or a no-cost study is legitimate"},
+    ("run_sweep", "--maker-fee-bps"): {"0": "maker rebates aside, a zero maker fee is common"},
     ("run_sweep", "--slippage-bps"): {"0": "the default"},
     ("download_data", "--timeout-ms"): {},
     ("download_data", "--since"): {"0": "epoch 0 (1970): from the exchange's first candle"},

@@ -1,4 +1,4 @@
-"""The score strategy's options parse without importing torch, and name the model's objectives."""
+"""The score strategy's options (cli/params.py) parse without importing torch, and name the model's objectives."""
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from models.losses import OBJECTIVES
-from strategies.score_cli import OBJECTIVE_NAMES
+from cli.params import OBJECTIVE_CHOICES as OBJECTIVE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -41,6 +41,18 @@ def alone(capsys, tmp_path: Path, data: Path, strategy: str, params: dict, fee_b
                          r=payload["run_id"])
 
 
+def equity_ts(url: str, run_id: str):
+    """A stored run's equity bar times, read through the store (series are stored columnar)."""
+    from store.db import init_db
+    from store.repository import load_equity
+
+    engine = init_db(url)
+    try:
+        return load_equity(engine, run_id)[0]
+    finally:
+        engine.dispose()
+
+
 def stored_trades(url: str, run_id: str) -> list[tuple]:
     return rows(url, f"select {TRADE_COLUMNS} from trades where run_id = :r order by seq", r=run_id)
 
@@ -208,13 +220,13 @@ def test_select_until_chooses_on_earlier_bars_and_reports_on_later_ones(candles,
     grid = ["--grid", "window=20,40,60", "--grid", "entry_z=1.5,2.5"]
     out = sweep_json(capsys, "--data", candles, "--strategy", "zscore", *grid, "--workers", "2", "--db", db_url,
                      "--name", "split", "--select-until", str(split), "--json")
-    trial_ends = rows(db_url, "select max(e.ts) from equity e join sweep_runs s on s.run_id = e.run_id "
-                              "where s.role = 'trial' group by e.run_id")
-    assert len(trial_ends) == 6 and all(end < split for (end,) in trial_ends)  # chosen on bars before the split
+    trials = [r for (r,) in rows(db_url, "select run_id from sweep_runs where role = 'trial'")]
+    trial_ends = [int(equity_ts(db_url, r)[-1]) for r in trials]
+    assert len(trial_ends) == 6 and all(end < split for end in trial_ends)  # chosen on bars before the split
     best = out["best"]
     assert best["run_id"] == max(out["runs"], key=lambda r: r["metrics"]["sharpe"])["run_id"]
     held = best["out_of_sample"]
-    assert rows(db_url, "select min(ts) from equity where run_id = :r", r=held["run_id"]) == [(split,)]
+    assert int(equity_ts(db_url, held["run_id"])[0]) == split
     # the held-out result is the same configuration run alone, trading from the split (earlier bars warm up)
     payload, trades = alone(capsys, tmp_path, candles, "zscore", best["params"],
                             extra=("--trade-from", str(split)))
