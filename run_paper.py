@@ -55,8 +55,9 @@ from store.lease import DEFAULT_STALE_AFTER_S, LeaseHeld, LeaseKeeper, LeaseLost
     release_lease
 from store.repository import (RunNameTaken, RunSpec, create_run, find_run_by_name, get_run, load_model_versions,
                               load_run_bars, mark_run)
-from strategies.registry import FACTORIES, make_strategy
-from strategies.score_reversion import ScoreReversion
+from app.registry import SPECS, config_dict, get_spec
+from cli.params import add_param_option, add_score_flags, given_params
+from strategies.params import ParamError
 
 log = logging.getLogger("paper")
 EXCHANGES = ("binance", "bybit")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exchange", default="binance", choices=EXCHANGES, help="exchange to read candles from")
     p.add_argument("--symbol", type=symbol, default="BTC/USDT", help="market symbol (default %(default)s)")
     p.add_argument("--timeframe", type=timeframe, default="1h", help="candle timeframe (default %(default)s)")
-    p.add_argument("--strategy", default="score", choices=sorted(FACTORIES), help="strategy (default %(default)s)")
+    p.add_argument("--strategy", default="score", choices=sorted(SPECS), help="strategy (default %(default)s)")
     p.add_argument("--db", type=bounded_text(4096, "--db"), default=DEFAULT_DB_URL,
                    help="SQLAlchemy URL or SQLite file (default %(default)s)")
     p.add_argument("--run-name", type=run_name,
@@ -97,12 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "is replaced at once)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-candle log lines")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    try:
-        from strategies.score_cli import add_score_options
-
-        add_score_options(p)
-    except ImportError:  # pragma: no cover - the score strategy is part of the product
-        pass
+    add_param_option(p)
+    add_score_flags(p)
     return p
 
 
@@ -112,14 +109,20 @@ def validate(args: argparse.Namespace) -> int:
         tf_ms = timeframe_to_ms(args.timeframe)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.strategy == "score":
-        from strategies.score_cli import score_config
-
-        try:
-            score_config({**vars(args), "timeframe_ms": tf_ms})
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    make_strategy(args, tf_ms)  # parameter names, types and the strategy's own checks
     return tf_ms
+
+
+def make_strategy(args: argparse.Namespace, tf_ms: int) -> Any:
+    """The strategy the flags describe (score flags and --param NAME=VALUE); bad ones are a UsageError."""
+    spec = get_spec(args.strategy)
+    try:
+        given = spec.with_broker(given_params(args, args.strategy), long_only=args.long_only,
+                                 fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
+                                 maker_fee_bps=args.maker_fee_bps)
+        return spec.build(spec.resolve(given), tf_ms)
+    except (ParamError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass
@@ -154,8 +157,7 @@ def plan_run(args: argparse.Namespace, db: Any, client: Any, strategy: Any, tf_m
         params = {k: v for k, v in vars(args).items() if k not in ("db", "verbose", "quiet", "upgrade_db")}
         params["history_from_ts"] = since
         params["warmup_bars"] = warmup
-        cfg = getattr(strategy, "config", None)
-        params["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+        params["config"] = config_dict(strategy)
         try:
             run_id = create_run(db, RunSpec(mode="paper", strategy=args.strategy, initial_cash=args.cash,
                                             params=params, name=args.run_name, symbol=args.symbol,
@@ -189,11 +191,10 @@ def _check_resumable(args: argparse.Namespace, existing: Any, strategy: Any) -> 
 
 def _money_and_model_settings(args: argparse.Namespace, strategy: Any) -> dict[str, Any]:
     """Settings a resumed run must keep: they change fills or decisions of candles already stored."""
-    cfg = getattr(strategy, "config", None)
     settings: dict[str, Any] = {"fee_bps": args.fee_bps, "maker_fee_bps": args.maker_fee_bps,
                                 "slippage_bps": args.slippage_bps,
                                 "long_only": args.long_only,
-                                "config": cfg.to_dict() if hasattr(cfg, "to_dict") else None}
+                                "config": config_dict(strategy)}
     if args.warmup_bars is not None:
         settings["warmup_bars"] = args.warmup_bars
     return settings
@@ -245,17 +246,16 @@ def main(argv: list[str] | None = None) -> int:
 
         client = CcxtCandleClient.connect(args.exchange, args.exchange_url, args.timeout_ms)
         call_with_retry(lambda: client.check_symbol(args.symbol), what="load_markets", stop_event=stop, logger=log)
-        options = vars(args).copy()
-        options["timeframe_ms"] = tf_ms
-        strategy = make_strategy(args.strategy, options)
+        strategy = make_strategy(args, tf_ms)
         plan = plan_run(args, db, client, strategy, tf_ms, stop, me)
         keeper = LeaseKeeper(db, plan.run_id, me.token, interval_s=max(0.2, args.lease_stale_s / 4),
                              on_lost=lambda exc: stop.set()).start()
         config = BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps,
                               long_only=args.long_only, maker_fee_bps=args.maker_fee_bps)
-        if plan.resumed and isinstance(strategy, ScoreReversion):
+        if plan.resumed:
             stored = load_model_versions(db, plan.run_id)
-            strategy.preload_folds([(r.checkpoint, r.losses, r.sample_check) for r in stored if r.checkpoint])
+            get_spec(args.strategy).preload_models(
+                strategy, [(r.checkpoint, r.losses, r.sample_check) for r in stored if r.checkpoint])
         session = PaperSession(db, plan.run_id, strategy, config, plan.trade_from_ms, lease_token=me.token)
         mark_run(db, plan.run_id, "running", lease_token=me.token)
         if plan.resumed:

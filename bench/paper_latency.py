@@ -49,7 +49,7 @@ from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream  # noqa: E402
 from feeds.ccxt_live import CandleTiming, LiveCandleFeed  # noqa: E402
 from feeds.series import timeframe_to_ms  # noqa: E402
 from store.db import init_db  # noqa: E402
-from strategies.registry import make_strategy  # noqa: E402
+from app.registry import make_strategy  # noqa: E402
 from testkit.candles import random_walk_bars, write_candles_csv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def run_mode(mode: Mode, candles: int, workdir: Path) -> Result:
         db = init_db(str(db_path))
         client = CcxtCandleClient.connect("binance", server.url, args.timeout_ms)
         client.check_symbol(args.symbol)
-        strategy = make_strategy("zscore", {"timeframe_ms": tf_ms})
+        strategy = make_strategy("zscore", {}, tf_ms)
         plan = run_paper.plan_run(args, db, client, strategy, tf_ms, stop)
         session = PaperSession(db, plan.run_id, strategy, BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps),
                                plan.trade_from_ms)

@@ -35,7 +35,7 @@ from models.features import IncrementalFeatures  # noqa: E402
 from reporting.score_report import build_score_report  # noqa: E402
 from reporting.tables import metrics_table, rows_table  # noqa: E402
 from reporting.timeparse import parse_time_ms  # noqa: E402
-from strategies.score_cli import score_config  # noqa: E402
+from app.registry import make_strategy  # noqa: E402
 from strategies.score_reversion import ScoreReversion  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusdt_1h_binance_2017-2026.csv.gz"
@@ -84,7 +84,7 @@ def main() -> int:
     timing_rows, seed_rows = [], []
     first = None
     for seed in args.seeds:
-        strategy = ScoreReversion(score_config({"seed": seed, "timeframe_ms": series.timeframe_ms}))
+        strategy = make_strategy("score", {"seed": seed}, series.timeframe_ms)
         oos_from = int(series.ts_ms[0]) + strategy.config.walk_forward.train_ms
         t0 = time.perf_counter()
         result = run_backtest(series, strategy, config, trade_from_ms=oos_from)

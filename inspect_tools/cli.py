@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from cli.args import CliParser, UsageError, finite_float, number, print_error
-from inspect_tools import commands
+from inspect_tools import commands, sweep_views
 from inspect_tools.errors import InspectError
 from inspect_tools.export import FORMATS
 from inspect_tools.queries import open_reader
@@ -32,6 +32,9 @@ EPILOG = """examples:
   inspect_trades.py orders 3f2a --reason entry
   inspect_trades.py compare 3f2a 9b1c --baselines
   inspect_trades.py report 3f2a -o report.html --png equity.png
+  inspect_trades.py sweeps
+  inspect_trades.py sweep zs-grid --sort total_return
+  inspect_trades.py report zs-grid -o sweep.html        # a sweep's name: the sweep report
 
 The database is opened read-only: safe to run against a paper trader's live file."""
 
@@ -108,9 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add each run's stored buy-and-hold and z-score baseline columns (identical ones once)")
     _format(p)
 
+    p = sub("sweeps", sweep_views.cmd_sweeps, "List all sweeps, newest first: name, strategy, status, runs, "
+                                              "best Sharpe, Deflated Sharpe Ratio, PBO.")
+    _format(p)
+    _limit(p, tail=False)
+
+    p = sub("sweep", sweep_views.cmd_sweep, "One sweep's runs (swept parameters, data, seed, metrics), sorted by "
+                                            "a metric, best first, with its DSR and PBO.")
+    p.add_argument("sweep", metavar="SWEEP", help="sweep name (or id)")
+    p.add_argument("--sort", default="sharpe", metavar="METRIC",
+                   help="metric to sort by, best first (default sharpe; e.g. total_return, final_equity, trades)")
+    _format(p)
+    _limit(p, tail=False)
+
     p = sub("report", commands.cmd_report, "Write a self-contained HTML report (plotly, works offline) and/or a "
-                                           "PNG of equity and drawdown.")
-    _run(p)
+                                           "PNG of equity and drawdown. Given a sweep's name: the sweep report "
+                                           "(heatmap, Sharpe distribution, best vs buy-and-hold, DSR and PBO).")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run name; or a sweep name")
     p.add_argument("-o", "--output", metavar="FILE.html", help="HTML report to write")
     p.add_argument("--png", metavar="FILE.png", help="static PNG of equity and drawdown vs buy-and-hold to write")
     p.add_argument("--png-size", type=_size_arg, default=(1200, 700), metavar="WxH",

@@ -250,7 +250,18 @@ def cmd_report(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> No
     from inspect_tools.html_report import render_html
     from inspect_tools.report_data import load_report_data
 
-    run = reader.resolve(args.run)
+    try:
+        run = reader.resolve(args.run)
+    except InspectError:
+        sweep = reader.sweep(args.run)
+        if sweep is None:
+            raise
+        if args.png or not args.output:
+            raise InspectError(f"{args.run!r} is a sweep: its report is HTML only (-o FILE.html)") from None
+        from inspect_tools.sweep_views import write_sweep_report
+
+        write_sweep_report(reader, sweep, args.output, args.max_points, out)
+        return
     data = load_report_data(reader, run)
     if args.output:
         page = render_html(data, args.max_points)

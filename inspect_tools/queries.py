@@ -23,7 +23,8 @@ from engine.metrics import drawdown
 from inspect_tools.errors import InspectError
 from inspect_tools.timefmt import TimeRange
 from store.db import StoreError, init_db
-from store.models import BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow
+from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
+                          TradeRow)
 from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 
 Row = dict[str, Any]
@@ -148,6 +149,44 @@ class StoreReader:
             raise InspectError(f"run id prefix {text!r} is ambiguous; it matches {shown}{more}. "
                                "Give more characters or the run name")
         return self.run(matches[0]["id"])
+
+    # ---- sweeps --------------------------------------------------------------------------------
+    def sweeps(self) -> list[Row]:
+        """Every sweep, newest first, with its counts of completed and failed runs."""
+        if not self.has_table("sweeps"):
+            return []
+        counts = (select(SweepRunRow.sweep_id, RunRow.status, func.count().label("n"))
+                  .join(RunRow, RunRow.id == SweepRunRow.run_id).where(SweepRunRow.role == "trial")
+                  .group_by(SweepRunRow.sweep_id, RunRow.status))
+        per: dict[str, dict[str, int]] = {}
+        for sweep_id, status, n in self.conn.execute(counts):
+            per.setdefault(sweep_id, {})[status] = n
+        rows = [r._asdict() for r in self.conn.execute(select(SweepRow.__table__)
+                                                       .order_by(SweepRow.created_at.desc(), SweepRow.name))]
+        for r in rows:
+            c = per.get(r["id"], {})
+            r["completed"], r["failed"] = c.get("completed", 0), c.get("failed", 0)
+        return rows
+
+    def sweep(self, ref: str) -> Row | None:
+        """A sweep by exact name or id (None when there is none)."""
+        if not self.has_table("sweeps"):
+            return None
+        for column in (SweepRow.name, SweepRow.id):
+            row = self.conn.execute(select(SweepRow.__table__).where(column == ref.strip())).first()
+            if row is not None:
+                return row._asdict()
+        return None
+
+    def sweep_runs(self, sweep_id: str, role: str | None = "trial") -> list[Row]:
+        """The sweep's runs: link fields (swept params, data, seed), status, error and metrics."""
+        query = (select(RunRow.id, RunRow.status, RunRow.error, RunRow.metrics, RunRow.timeframe,
+                        RunRow.initial_cash, RunRow.created_at, SweepRunRow.role, SweepRunRow.params,
+                        SweepRunRow.data_path, SweepRunRow.seed, SweepRunRow.config_hash)
+                 .join(SweepRunRow, SweepRunRow.run_id == RunRow.id).where(SweepRunRow.sweep_id == sweep_id))
+        if role is not None:
+            query = query.where(SweepRunRow.role == role)
+        return [r._asdict() for r in self.conn.execute(query.order_by(RunRow.created_at, RunRow.id))]
 
     # ---- per-run tables ----------------------------------------------------------------------
     def trades(self, run_id: str, flt: TradeFilter = TradeFilter()) -> list[Row]:

@@ -207,3 +207,33 @@ class RunLeaseRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at_ms: Mapped[int] = mapped_column(BigInteger)
     heartbeat_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SweepRow(Base):
+    """A named sweep: many runs of one strategy over a grid or a search, data files and seeds."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # grid or search space, data files, seeds, split
+    status: Mapped[str] = mapped_column(String(16))  # running | completed | interrupted
+    created_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40))
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # best run, DSR, PBO, held-out result
+
+
+class SweepRunRow(Base):
+    """Links a run to its sweep. ``config_hash`` (full resolved configuration + data content hash) is
+    unique per sweep and role, so a resumed sweep stores every configuration exactly once."""
+
+    __tablename__ = "sweep_runs"
+    __table_args__ = (UniqueConstraint("sweep_id", "role", "config_hash"),)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # trial (a configuration tried) | holdout (best, after --select-until)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the swept values (strategy + broker)
+    data_path: Mapped[str] = mapped_column(Text)
+    data_hash: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int | None] = mapped_column(Integer)

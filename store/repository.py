@@ -77,17 +77,11 @@ def create_run(engine: Engine, spec: RunSpec, *, extra_rows: Sequence[Any] = ())
     same transaction. A name already taken, even by a run inserted a moment ago by
     another process, raises :class:`RunNameTaken` naming that run.
     """
-    run_id = uuid.uuid4().hex
-    now = utc_now_iso()
+    row = new_run_row(spec)
+    run_id = row.id
     try:
         with Session(engine) as session, session.begin():
-            session.add(RunRow(id=run_id, name=spec.name, mode=spec.mode, strategy=spec.strategy,
-                               engine=spec.engine, params=jsonable(mask_secrets(spec.params)), symbol=spec.symbol,
-                               exchange=spec.exchange, timeframe=spec.timeframe,
-                               data_source=mask_text(spec.data_source) if spec.data_source else spec.data_source,
-                               data_hash=spec.data_hash, code_version=code_version(), status="running",
-                               created_at=now, updated_at=now, trade_from_ts=spec.trade_from_ts,
-                               initial_cash=spec.initial_cash, bars_processed=0))
+            session.add(row)
             session.flush()  # the run row first: extra rows refer to it
             for row in extra_rows:
                 setattr(row, "run_id", run_id)
@@ -127,16 +121,24 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
                   end_ts: int | None = None) -> None:
     """Write all of a finished backtest atomically: SQL rows for orders/fills/trades (executemany),
     the per-bar series as compressed column chunks (store/series.py)."""
+    with engine.begin() as conn:
+        write_backtest(conn, run_id, events, order_status, metrics, report, model_versions, start_ts, end_ts)
+
+
+def write_backtest(conn: Connection, run_id: str, events: EngineEvents, order_status: dict[str, str],
+                   metrics: dict[str, Any], report: dict[str, Any] | None,
+                   model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
+                   end_ts: int | None = None) -> None:
+    """A finished backtest's rows and series chunks inside the caller's transaction (runs and sweep runs)."""
     signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
     series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
     chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
-    with engine.begin() as conn:
-        _insert_model_versions(conn, run_id, model_versions)
-        _insert_activity(conn, run_id, events.orders, order_status, events.fills, events.trades, 0, ())
-        write_chunks(conn, chunks)
-        conn.execute(update(RunRow).where(RunRow.id == run_id).values(
-            status="completed", metrics=jsonable(metrics), report=jsonable(report), updated_at=utc_now_iso(),
-            start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(events.equity_ts_ms)))
+    _insert_model_versions(conn, run_id, model_versions)
+    _insert_activity(conn, run_id, events.orders, order_status, events.fills, events.trades, 0, ())
+    write_chunks(conn, chunks)
+    conn.execute(update(RunRow).where(RunRow.id == run_id).values(
+        status="completed", metrics=jsonable(metrics), report=jsonable(report), updated_at=utc_now_iso(),
+        start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(events.equity_ts_ms)))
 
 
 def equity_columns(ev: EngineEvents) -> dict[str, tuple[np.ndarray, None]] | None:
@@ -166,6 +168,58 @@ def load_series(engine: Engine, run_id: str, group: str) -> SeriesFrame:
     """A run's ``equity`` or ``signals`` series (chunks + live tail) as exact arrays."""
     with engine.connect() as conn:
         return read_group(conn, run_id, group)
+
+
+def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None) -> RunRow:
+    """An unsaved run row for ``spec`` (create_run commits one at once; a sweep adds it to its own transaction).
+
+    URLs in the data source, parameters and error are masked (no credentials); non-finite numbers become null.
+    """
+    now = utc_now_iso()
+    return RunRow(id=uuid.uuid4().hex, name=spec.name, mode=spec.mode, strategy=spec.strategy, engine=spec.engine,
+                  params=jsonable(mask_secrets(spec.params)), symbol=spec.symbol, exchange=spec.exchange,
+                  timeframe=spec.timeframe,
+                  data_source=mask_text(spec.data_source) if spec.data_source else spec.data_source,
+                  data_hash=spec.data_hash, code_version=code_version(), status=status,
+                  error=mask_text(error) if error else error, created_at=now, updated_at=now,
+                  trade_from_ts=spec.trade_from_ts, initial_cash=spec.initial_cash, bars_processed=0)
+
+
+def load_run_columns(engine: Engine, run_id: str) -> dict[str, np.ndarray]:
+    """A run's per-bar marks as columns: ts, cash, position, close, equity (time order)."""
+    frame = load_series(engine, run_id, "equity")
+    names = ("ts", "cash", "position", "close", "equity")
+    if not len(frame.values):
+        return {n: np.zeros(0, dtype=np.int64 if n == "ts" else float) for n in names}
+    return {n: frame.column(n) for n in names}
+
+
+def load_trades(engine: Engine, run_id: str) -> list[dict[str, Any]]:
+    """A run's closed round trips as stored rows (in order)."""
+    t = TradeRow
+    with Session(engine) as session:
+        rows = session.execute(select(t.seq, t.side, t.qty, t.entry_ts, t.exit_ts, t.entry_price, t.exit_price,
+                                      t.gross_pnl, t.fees, t.pnl, t.return_pct, t.exit_reason, t.bars_held)
+                               .where(t.run_id == run_id).order_by(t.seq)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def find_run(engine: Engine, ref: str) -> RunRow | None:
+    """A run by id, name, or unique id prefix."""
+    with Session(engine) as session:
+        row = session.get(RunRow, ref) or session.scalar(select(RunRow).where(RunRow.name == ref))
+        if row is None and ref and all(c in "0123456789abcdef" for c in ref.lower()):
+            found = session.scalars(select(RunRow).where(RunRow.id.startswith(ref.lower())).limit(2)).all()
+            row = found[0] if len(found) == 1 else None
+        return row
+
+
+def load_equity(engine: Engine, run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's equity marks (bar open time ms, equity) in time order."""
+    frame = load_series(engine, run_id, "equity")
+    if not len(frame.values):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return frame.column("ts"), frame.column("equity")
 
 
 @dataclass

@@ -40,6 +40,12 @@ from strategies.base import Context, Strategy
 
 __all__ = ["ScoreReversion", "ScoreReversionConfig", "ForecastLog", "model_version_record"]
 
+# DESIGN.md's window defaults are for 1h bars (365 and 30 days); on other timeframes the
+# same number of bars is used, like the feature windows, so a 1m paper run warms up on
+# ~6 days of candles instead of a year.
+DEFAULT_TRAIN_BARS = 8760
+DEFAULT_RETRAIN_BARS = 720
+
 
 @dataclass(frozen=True)
 class ScoreReversionConfig:
@@ -53,6 +59,14 @@ class ScoreReversionConfig:
     slippage_bps: float = 0.0  # the broker's slippage per fill the cost rule assumes
     size_by_confidence: bool = False  # forecast target: fraction = min(1, |mean| / interval half-width)
     exit_on_reversal: bool = True  # forecast target: close when the forecast beats the cost the other way
+
+    def __post_init__(self) -> None:
+        if self.max_hold_bars < 1:
+            raise ValueError(f"max_hold_bars must be >= 1, got {self.max_hold_bars}")
+        if not 0 <= self.stop_loss_pct < 100:
+            raise ValueError(f"stop_loss_pct must be in [0, 100), got {self.stop_loss_pct}")
+        if self.unusual_gate is not None and not 0 < self.unusual_gate <= 1:
+            raise ValueError(f"unusual_gate must be in (0, 1], got {self.unusual_gate}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -5,6 +5,7 @@ functions and under ``TYPE_CHECKING``: a lazy import is still a dependency.
 
     ground (domain/)            imports nothing of ours
     feeds/, models/, store/     the ground only
+    analysis/                   the ground only (selection statistics: pure numpy)
     engine/                     the ground, and the strategy Protocol (strategies.base)
     strategies/                 the ground and models/
     reporting/, inspect_tools/  presentation: anything below the application layer
@@ -21,13 +22,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 GROUND = "domain"
-LOWER = {GROUND, "feeds", "models", "store", "engine", "strategies"}
+LOWER = {GROUND, "feeds", "models", "store", "engine", "strategies", "analysis"}
 PRESENTATION = {"reporting", "inspect_tools"}
 ALLOWED: dict[str, set[str]] = {
     GROUND: set(),
     "feeds": {GROUND},
     "models": {GROUND},
     "store": {GROUND},
+    "analysis": {GROUND},
     "engine": {GROUND, "strategies.base"},  # strategies.base: the Strategy/Context Protocol only
     "strategies": {GROUND, "models"},
     "reporting": LOWER | PRESENTATION,
@@ -40,8 +42,6 @@ KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
     # The inspect command's argument parser lives inside inspect_tools/ (a CLI module in the
     # presentation package); it should move next to inspect_trades.py or into cli/.
     ("inspect_tools.cli", "cli"),
-    # Issue 9: argparse in the strategy layer; the strategy-spec registry (sweeps branch) replaces it.
-    ("strategies.score_cli", "cli"),
 }
 
 

@@ -20,6 +20,7 @@ import pytest
 import download_data
 import run_backtest
 import run_paper
+import run_sweep
 from feeds.synthetic import synthetic_bars
 from inspect_tools import cli as inspect_cli
 
@@ -100,8 +101,22 @@ ACCEPTED: dict[tuple[str, str], dict[str, str]] = {
     ("inspect_trades orders", "--from"): {"0": "epoch ms 0 is a valid lower bound"},
     ("inspect_trades orders", "--to"): {"0": "epoch ms 0 is a valid (empty) upper bound"},
     ("inspect_trades orders", "--limit"): {"0": "0 means all rows"},
+    ("inspect_trades sweeps", "--limit"): {"0": "0 means all rows"},
+    ("inspect_trades sweep", "--limit"): {"0": "0 means all rows"},
     ("inspect_trades report", "--png-size"): {},
     ("inspect_trades report", "--max-points"): {"0": "0 means every point"},
+    ("run_sweep", "--trials"): {},
+    ("run_sweep", "--search-seed"): {"0": "the default sampler seed"},
+    ("run_sweep", "--seeds"): {"0": "seed 0 is a model seed like any other"},
+    ("run_sweep", "--workers"): {},
+    ("run_sweep", "--threads"): {},
+    ("run_sweep", "--retries"): {"0": "never resubmit a dead worker's task"},
+    ("run_sweep", "--select-until"): {"0": "epoch ms 0 parses; that no bar precedes it is a data error later"},
+    ("run_sweep", "--cash"): {},
+    ("run_sweep", "--fee-bps"): {"0": "a zero-fee venue or a no-cost study is legitimate"},
+    ("run_sweep", "--taker-fee-bps"): {"0": "a zero-fee venue or a no-cost study is legitimate"},
+    ("run_sweep", "--maker-fee-bps"): {"0": "maker rebates aside, a zero maker fee is common"},
+    ("run_sweep", "--slippage-bps"): {"0": "the default"},
     ("download_data", "--timeout-ms"): {},
     ("download_data", "--since"): {"0": "epoch 0 (1970): from the exchange's first candle"},
     ("download_data", "--until"): {"0": "a valid time; nothing closed before it is an empty download"},
@@ -123,6 +138,7 @@ def test_the_table_covers_every_numeric_flag_of_every_command() -> None:
     found = (_numeric_flags(run_backtest.build_parser(), "run_backtest")
              | _numeric_flags(run_paper.build_parser(), "run_paper")
              | _numeric_flags(inspect_cli.build_parser(), "inspect_trades")
+             | _numeric_flags(run_sweep.build_parser(), "run_sweep")
              | _numeric_flags(download_data.build_parser(), "download_data"))
     assert found == set(ACCEPTED), {"missing from the table": found - set(ACCEPTED),
                                     "not a numeric flag": set(ACCEPTED) - found}
@@ -148,6 +164,8 @@ def inspect_db(tmp_path_factory: pytest.TempPathFactory, candles: Path) -> Path:
     db = tmp_path_factory.mktemp("flags") / "runs.db"
     assert run_backtest.main(["--data", str(candles), "--strategy", "zscore", "--db", str(db), "--name", "r",
                               "--json"]) == 0
+    assert run_sweep.main(["--data", str(candles), "--strategy", "zscore", "--grid", "window=20", "--workers", "1",
+                           "--db", str(db), "--name", "r", "--json"]) == 0
     return db
 
 
@@ -201,6 +219,16 @@ def test_every_numeric_flag(case: tuple[str, str, str], candles: Path, inspect_d
             out, err = capsys.readouterr()
             _assert_one_line_refusal(rc, out, err, flag)
             assert not db.exists() and not (tmp_path / "x.csv").exists()
+    elif command == "run_sweep":
+        argv = ["--data", str(candles), "--strategy", "zscore", "--grid", "window=20,30", "--db", str(db),
+                "--name", "flags", "--json", flag, value]
+        if accepted:
+            run_sweep.make_request(run_sweep.build_parser().parse_args(argv))
+        else:
+            rc = run_sweep.main(argv)
+            out, err = capsys.readouterr()
+            _assert_one_line_refusal(rc, out, err, flag)
+        assert not db.exists()  # checked before the database was even opened
     elif command == "download_data":
         out_file = tmp_path / "bars.csv.gz"
         argv = ["--exchange-url", "http://127.0.0.1:9", "--out", str(out_file), flag, value]
@@ -215,7 +243,7 @@ def test_every_numeric_flag(case: tuple[str, str, str], candles: Path, inspect_d
     else:
         sub = command.split()[1]
         before = inspect_db.read_bytes()
-        argv = ["--db", str(inspect_db), sub] + ([] if sub == "runs" else ["r"]) + [flag, value]
+        argv = ["--db", str(inspect_db), sub] + ([] if sub in ("runs", "sweeps") else ["r"]) + [flag, value]
         if sub == "report":
             argv += ["-o", str(tmp_path / "r.html")]
         rc = inspect_cli.main(argv)
@@ -240,6 +268,7 @@ def _runs(db: Path) -> int:
     ("run_paper.py", ["--slippage-bps", "nan", "--exchange-url", "http://127.0.0.1:9"]),
     ("run_paper.py", ["--timeout-ms", "-5", "--exchange-url", "http://127.0.0.1:9"]),
     ("inspect_trades.py", ["runs", "--limit", "1e309"]),
+    ("run_sweep.py", ["--workers", "nan", "--data", "x.csv"]),
     ("download_data.py", ["--timeout-ms", "nan", "--out", "x.csv"]),
 ])
 def test_as_real_processes(script: str, args: list[str], tmp_path: Path) -> None:

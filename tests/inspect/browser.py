@@ -39,6 +39,7 @@ PROBE = """<script>
       var plots = Array.prototype.map.call(document.querySelectorAll('.js-plotly-plot'), function (p) {
         return {id: p.id, traces: (p.data || []).length, drawn_traces: p.querySelectorAll('g.trace').length,
                 line_paths: p.querySelectorAll('path.js-line').length, has_layout: !!p._fullLayout,
+                heatmaps: p.querySelectorAll('g.hm image').length,
                 width: p.getBoundingClientRect().width, height: p.getBoundingClientRect().height};
       });
       var pre = document.createElement('pre');

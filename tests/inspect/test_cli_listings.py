@@ -13,7 +13,7 @@ import pytest
 from inspect_tools.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("runs", "show", "trades", "equity", "orders", "compare", "report")
+SUBCOMMANDS = ("runs", "show", "trades", "equity", "orders", "compare", "report", "sweeps", "sweep")
 
 
 def test_runs_lists_every_run_with_headline_numbers(runs_db, cli) -> None:

@@ -1,4 +1,4 @@
-"""The score strategy's options parse without importing torch, and name the model's objectives."""
+"""The score strategy's options (cli/params.py) parse without importing torch, and name the model's objectives."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,8 @@ from pathlib import Path
 from models.losses import OBJECTIVES
 from models.forecast import FORECAST_METHODS
 from models.walk_forward import MODEL_TARGETS
-from strategies.score_cli import FORECAST_METHOD_NAMES, MODEL_TARGET_NAMES, OBJECTIVE_NAMES
+from cli.params import FORECAST_METHOD_NAMES, MODEL_TARGET_NAMES
+from cli.params import OBJECTIVE_CHOICES as OBJECTIVE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 

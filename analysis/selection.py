@@ -1,0 +1,141 @@
+"""How much of a sweep's best result is luck: Deflated Sharpe Ratio and Probability of Backtest Overfitting.
+
+Pure numpy + the standard library; every Sharpe ratio here is per period (not
+annualised), as both papers define them.
+
+Deflated Sharpe Ratio (Bailey & López de Prado, 2014). The best of N trials has
+an expected Sharpe above zero even with no skill:
+
+    SR₀ = √V · ((1 − γ) Φ⁻¹(1 − 1/N) + γ Φ⁻¹(1 − 1/(N e)))
+
+with V the variance of the N trials' Sharpe ratios and γ ≈ 0.5772 (Euler–Mascheroni).
+The DSR is the probability that the true Sharpe exceeds SR₀, given the best
+trial's track length T, skewness γ₃ and (non-excess) kurtosis γ₄:
+
+    DSR = Φ( (ŜR − SR₀) √(T − 1) / √(1 − γ₃ ŜR + (γ₄ − 1)/4 · ŜR²) )
+
+Probability of Backtest Overfitting by combinatorially symmetric cross-validation
+(Bailey, Borwein, López de Prado & Zhu, 2015): split the T × N matrix of
+per-period returns into S equal blocks of rows; for each of the C(S, S/2) ways to
+pick half the blocks as "in sample", take the configuration with the best
+in-sample Sharpe, find its relative rank ω among all N on the other half, and
+λ = ln(ω / (1 − ω)). PBO is the share of λ ≤ 0: how often the in-sample winner
+is no better than the median out of sample.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+EULER_GAMMA = 0.5772156649015329
+_N = NormalDist()
+
+
+@dataclass(frozen=True)
+class DeflatedSharpe:
+    dsr: float  # probability that the true Sharpe exceeds sr0
+    sharpe: float  # the best trial's per-period Sharpe
+    sr0: float  # expected maximum Sharpe of n_trials trials without skill
+    n_trials: int
+    track_length: int  # T, periods in the best trial
+    skewness: float
+    kurtosis: float  # non-excess (3 for a normal distribution)
+
+
+@dataclass(frozen=True)
+class OverfitProbability:
+    pbo: float
+    logits: np.ndarray  # λ per combination
+    n_splits: int  # S, blocks of rows
+    n_combinations: int
+    n_configs: int
+
+
+def sharpe(returns: np.ndarray) -> float:
+    """Per-period Sharpe ratio (mean / sample std); 0 for a flat series."""
+    r = np.asarray(returns, dtype=float)
+    if len(r) < 2:
+        return 0.0
+    sd = float(np.std(r, ddof=1))
+    return float(np.mean(r)) / sd if sd > 0 else 0.0
+
+
+def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
+    """SR₀: the expected best Sharpe of ``n_trials`` skill-less trials whose Sharpes vary by ``sharpe_variance``."""
+    if n_trials < 2 or sharpe_variance <= 0:
+        return 0.0
+    a = _N.inv_cdf(1.0 - 1.0 / n_trials)
+    b = _N.inv_cdf(1.0 - 1.0 / (n_trials * math.e))
+    return math.sqrt(sharpe_variance) * ((1.0 - EULER_GAMMA) * a + EULER_GAMMA * b)
+
+
+def deflated_sharpe(best_returns: np.ndarray, trial_sharpes: np.ndarray) -> DeflatedSharpe:
+    """DSR of the best trial (its per-period returns) among trials with these per-period Sharpes."""
+    r = np.asarray(best_returns, dtype=float)
+    srs = np.asarray(trial_sharpes, dtype=float)
+    srs = srs[np.isfinite(srs)]
+    n = max(1, len(srs))
+    t = len(r)
+    sr = sharpe(r)
+    sr0 = expected_max_sharpe(n, float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0)
+    skew, kurt = _moments(r)
+    if t < 3:
+        return DeflatedSharpe(float("nan"), sr, sr0, n, t, skew, kurt)
+    denom = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr
+    z = (sr - sr0) * math.sqrt(t - 1) / math.sqrt(max(denom, 1e-12))
+    return DeflatedSharpe(_N.cdf(z), sr, sr0, n, t, skew, kurt)
+
+
+def probability_of_overfitting(returns: np.ndarray, n_splits: int = 16) -> OverfitProbability:
+    """PBO by CSCV of a T × N matrix (rows: periods in time order, columns: configurations).
+
+    ``n_splits`` (S, even) is lowered to fit short histories (at least 2 rows per
+    block). The first T mod S rows are dropped so all blocks are equal.
+    """
+    m = np.asarray(returns, dtype=float)
+    if m.ndim != 2 or m.shape[1] < 2:
+        raise ValueError("PBO needs a T x N matrix with at least 2 configurations")
+    t, n = m.shape
+    s = min(n_splits, (t // 2) // 2 * 2)
+    if s < 2:
+        raise ValueError(f"PBO needs at least 4 periods, got {t}")
+    m = m[t % s:]
+    rows = len(m) // s
+    blocks = m.reshape(s, rows, n)
+    sums, sq = blocks.sum(axis=1), (blocks ** 2).sum(axis=1)  # (S, N) per-block sufficient statistics
+    logits = []
+    for chosen in itertools.combinations(range(s), s // 2):
+        mask = np.zeros(s, dtype=bool)
+        mask[list(chosen)] = True
+        is_sr = _block_sharpe(sums[mask], sq[mask], rows)
+        oos_sr = _block_sharpe(sums[~mask], sq[~mask], rows)
+        best = int(np.argmax(is_sr))
+        rank = float(np.sum(oos_sr < oos_sr[best]) + 0.5 * (np.sum(oos_sr == oos_sr[best]) - 1) + 1)
+        omega = rank / (n + 1)
+        logits.append(math.log(omega / (1.0 - omega)))
+    lam = np.asarray(logits)
+    return OverfitProbability(float(np.mean(lam <= 0)), lam, s, len(lam), n)
+
+
+def _block_sharpe(sums: np.ndarray, squares: np.ndarray, rows_per_block: int) -> np.ndarray:
+    count = sums.shape[0] * rows_per_block
+    total, total_sq = sums.sum(axis=0), squares.sum(axis=0)
+    mean = total / count
+    var = np.maximum(total_sq / count - mean ** 2, 0.0) * count / max(count - 1, 1)
+    sd = np.sqrt(var)
+    return np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
+
+
+def _moments(r: np.ndarray) -> tuple[float, float]:
+    """Skewness and non-excess kurtosis (population moments); (0, 3) for a flat series."""
+    if len(r) < 3:
+        return 0.0, 3.0
+    c = r - r.mean()
+    m2 = float(np.mean(c ** 2))
+    if m2 <= 0:
+        return 0.0, 3.0
+    return float(np.mean(c ** 3) / m2 ** 1.5), float(np.mean(c ** 4) / m2 ** 2)

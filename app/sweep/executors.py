@@ -1,0 +1,108 @@
+"""Where a sweep's tasks run: a local process pool or a Dask cluster, both as ``concurrent.futures`` executors.
+
+The driver sees one interface — ``submit(fn, task) -> Future`` — and one
+recovery hook, :meth:`Backend.replace`, for a local pool whose worker was killed
+(``BrokenProcessPool`` fails every task in flight; the driver makes a new pool
+and resubmits them, a bounded number of times). Dask reschedules work of a dead
+worker itself (``distributed.scheduler.allowed-failures``), and ``retries`` adds
+retries of tasks that raised.
+
+Local workers start with ``forkserver`` (clean processes, no inherited locks or
+DB connections) and pin BLAS/OpenMP threads before numpy loads.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any
+
+from app.sweep.worker import THREAD_ENV
+
+
+def _init_local_worker(threads: int) -> None:
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+
+
+class Backend:
+    """An executor plus what the driver needs to know about it."""
+
+    name = "executor"
+    can_break = False  # True: a dead worker breaks the whole executor (local pools)
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.executor: Executor = self._make()
+
+    def _make(self) -> Executor:
+        raise NotImplementedError
+
+    def replace(self) -> None:
+        """Throw the broken executor away and start a fresh one."""
+        try:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        except Exception:  # a broken pool may fail to shut down cleanly; its processes are gone anyway
+            pass
+        self.executor = self._make()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class LocalBackend(Backend):
+    name = "local processes"
+    can_break = True
+
+    def __init__(self, workers: int, threads: int = 1) -> None:
+        self.threads = threads
+        super().__init__(workers)
+
+    def _make(self) -> Executor:
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_init_local_worker, initargs=(self.threads,))
+
+
+class DaskBackend(Backend):
+    """An existing Dask cluster (``tcp://HOST:PORT``). Its workers must be able to import this project."""
+
+    name = "dask"
+
+    def __init__(self, address: str, retries: int = 2) -> None:
+        from distributed import Client
+
+        self.retries = retries
+        try:
+            self.client = Client(address, timeout="5s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        workers = sum(int(w.get("nthreads", 1)) for w in self.client.scheduler_info()["workers"].values())
+        super().__init__(max(1, workers))
+
+    def _make(self) -> Executor:
+        return self.client.get_executor(pure=False, retries=self.retries)
+
+    def close(self) -> None:
+        try:
+            self.executor.shutdown(wait=True)
+        finally:
+            self.client.close()
+
+
+def default_workers() -> int:
+    """``--workers`` default: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def make_backend(workers: int | None, scheduler: str | None, threads: int = 1, retries: int = 2) -> Backend:
+    if scheduler:
+        return DaskBackend(scheduler, retries=retries)
+    return LocalBackend(workers or default_workers(), threads=threads)
+
+
+def describe(backend: Backend) -> dict[str, Any]:
+    return {"backend": backend.name, "workers": backend.workers}

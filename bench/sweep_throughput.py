@@ -1,0 +1,175 @@
+"""Sweep throughput: configurations per minute with 1 and 2 local workers, and the scaling efficiency.
+
+    python -m bench.sweep_throughput [--bars 150000] [--configs 16] [--score-configs 4]
+
+Two grids on SYNTHETIC hourly bars, each with 1 and 2 worker processes, in one run:
+- a z-score grid (window × entry_z; cheap runs, so storing each run's per-bar rows
+  in the driver is a large share of the work);
+- a small score-strategy grid (walk-forward with tiny models; compute-bound).
+Each is measured twice:
+- "execute": the workers' part alone — the same executor and worker function as
+  the sweep, results gathered but not stored (pool warmed up first);
+- "sweep": run_sweep's driver end to end into a fresh SQLite file (pool start-up,
+  one transaction per run, selection statistics included).
+Speed-up = configs/min with 2 workers ÷ with 1; efficiency = speed-up ÷ 2. The
+target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each worker
+process (ru_maxrss, after many tasks) is compared with a fresh process running one
+configuration alone: the bare worker function, and run_backtest.py (which also stores it).
+On a machine shared with other work the numbers are noisy: compare within one run.
+The workers' CPU seconds per configuration and the share of the cores they got are
+printed too: equal CPU per configuration with 1 and 2 workers means parallelism adds
+no work, and a low core share means other processes held the CPU during the run.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import wait
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from app.sweep.driver import SweepDriver, SweepRequest  # noqa: E402
+from app.sweep.executors import LocalBackend  # noqa: E402
+from app.sweep.worker import limit_threads, run_task  # noqa: E402
+from feeds.synthetic import synthetic_bars  # noqa: E402
+from store.db import init_db  # noqa: E402
+
+TARGET = 1.7
+SCORE_FIXED = {"train_days": 60.0, "retrain_days": 30.0, "max_steps": 150, "warm_start_steps": 40, "hidden": 32,
+               "sample_check_samples": 0}
+
+
+def grids(configs: int, score_configs: int) -> dict[str, tuple[str, dict, dict]]:
+    windows = [20, 30, 40, 50, 60, 80, 100, 120]
+    zs = [1.5, 2.0, 2.5, 3.0]
+    n_w = max(1, configs // len(zs))
+    score_q = [0.95, 0.97, 0.98, 0.99, 0.995, 0.999][:max(1, score_configs)]
+    return {"zscore": ("zscore", {"window": windows[:n_w], "entry_z": zs}, {}),
+            "score": ("score", {"threshold_quantile": score_q}, SCORE_FIXED)}
+
+
+def single_run_peak(data: Path, strategy: str, point: dict, fixed: dict, db_dir: Path) -> float:
+    """Peak RSS (MiB) of a fresh process that runs one configuration alone (the reference)."""
+    code = ("import resource, sys; sys.path.insert(0, %r)\n"
+            "from app.sweep.driver import SweepDriver, SweepRequest\n"
+            "from app.sweep.worker import run_task\n"
+            "from store.db import init_db\n"
+            "d = SweepDriver(SweepRequest('x', %r, (%r,), fixed=%r), init_db(%r))\n"
+            "r = run_task(d.tasks_for(%r)[0]); assert r.ok, r.error\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n"
+            % (str(Path(__file__).resolve().parents[1]), strategy, str(data), fixed,
+               str(db_dir / "ref.db"), point))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_backtest_peak(data: Path, strategy: str, point: dict, fixed: dict, db_dir: Path) -> float:
+    """Peak RSS (MiB) of ``run_backtest.py`` running the same configuration alone (storing it, as a user would)."""
+    repo = Path(__file__).resolve().parents[1]
+    args = [sys.executable, str(repo / "run_backtest.py"), "--data", str(data), "--strategy", strategy, "--json",
+            "--db", str(db_dir / f"alone-{strategy}.db")]
+    for name, value in {**fixed, **point}.items():
+        args += ["--param", f"{name}={value}"]
+    code = ("import resource, subprocess, sys\n"
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)\n")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def execute_only(driver: SweepDriver, points: list[dict], workers: int) -> tuple[float, float, float]:
+    """Seconds to run every task on a warmed pool, the largest worker peak RSS (MiB), and worker CPU seconds."""
+    tasks = [t for p in points for t in driver.tasks_for(p)]
+    backend = LocalBackend(workers)
+    try:
+        wait([backend.executor.submit(limit_threads, 1) for _ in range(workers * 2)])  # start and import
+        wait([backend.executor.submit(run_task, tasks[0]) for _ in range(workers)])  # first-use imports, data cache
+        t0 = time.perf_counter()
+        results = [f.result() for f in [backend.executor.submit(run_task, t) for t in tasks]]
+        seconds = time.perf_counter() - t0
+    finally:
+        backend.close()
+    bad = [r.error for r in results if not r.ok]
+    if bad:
+        raise SystemExit(f"a configuration failed: {bad[0]}")
+    return seconds, max(r.peak_rss_mb for r in results), sum(r.cpu_seconds for r in results)
+
+
+def end_to_end(request: SweepRequest, db_path: Path, workers: int) -> float:
+    db = init_db(str(db_path))
+    driver = SweepDriver(request, db)
+    driver.backend = LocalBackend(workers)
+    try:
+        t0 = time.perf_counter()
+        summary = driver.run()
+        seconds = time.perf_counter() - t0
+    finally:
+        driver.backend.close()
+        db.dispose()
+    if any(r["status"] != "completed" for r in summary["runs"]):
+        raise SystemExit("a configuration failed in the end-to-end sweep")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bars", type=int, default=150_000, help="bars of the z-score data (default 150000)")
+    p.add_argument("--configs", type=int, default=16, help="z-score configurations (multiple of 4; default 16)")
+    p.add_argument("--score-bars", type=int, default=4_000, help="bars of the score-strategy data (default 4000)")
+    p.add_argument("--score-configs", type=int, default=4, help="score-strategy configurations (default 4)")
+    args = p.parse_args(argv)
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        root = Path(tmp)
+        files = {"zscore": root / "zscore.csv.gz", "score": root / "score.csv.gz"}
+        synthetic_bars(args.bars, seed=1).to_frame().to_csv(files["zscore"], index=False)
+        synthetic_bars(args.score_bars, seed=2).to_frame().to_csv(files["score"], index=False)
+        table = Table(title="Sweep throughput (SYNTHETIC bars; shared CPU → noisy)")
+        for col in ("grid", "configs", "mode", "1 worker cfg/min", "2 workers cfg/min", "speed-up", "efficiency",
+                    "worker peak RSS vs one run alone (worker fn / run_backtest.py)"):
+            table.add_column(col)
+        verdicts = []
+        for label, (strategy, grid, fixed) in grids(args.configs, args.score_configs).items():
+            request = SweepRequest(name=label, strategy=strategy, data=(str(files[label]),), grid=grid, fixed=fixed)
+            driver = SweepDriver(request, init_db(str(root / f"plan-{label}.db")))
+            points = [dict(zip(grid, combo)) for combo in __import__("itertools").product(*grid.values())]
+            n = len(points)
+            reference = single_run_peak(files[label], strategy, points[0], fixed, root)
+            cli_reference = run_backtest_peak(files[label], strategy, points[0], fixed, root)
+            exec_s = {w: execute_only(driver, points, w) for w in (1, 2)}
+            e2e_s = {w: end_to_end(SweepRequest(name=f"{label}-{w}", strategy=strategy, data=(str(files[label]),),
+                                                grid=grid, fixed=fixed), root / f"{label}-{w}.db", w)
+                     for w in (1, 2)}
+            peak = max(exec_s[1][1], exec_s[2][1])
+            for w, (secs, _, cpu) in exec_s.items():
+                console.print(f"[dim]{label}, {w} worker(s): {cpu / n:.2f} CPU s per config in the workers; they got "
+                              f"{100 * cpu / (secs * w):.0f} % of {w} core(s) while running[/dim]")
+            for mode, secs in (("execute", {w: s for w, (s, _, _) in exec_s.items()}), ("sweep", e2e_s)):
+                rate = {w: 60.0 * n / secs[w] for w in (1, 2)}
+                speed = rate[2] / rate[1]
+                table.add_row(label, str(n), mode, f"{rate[1]:.1f}", f"{rate[2]:.1f}", f"{speed:.2f}×",
+                              f"{100 * speed / 2:.0f} %",
+                              f"{peak:.0f} vs {reference:.0f} / {cli_reference:.0f} MiB" if mode == "execute" else "")
+                if label == "zscore":
+                    verdicts.append((mode, speed))
+            console.print(f"[dim]{label}: {n} configs; one run alone peaks at {reference:.0f} MiB (the worker "
+                          f"function in a fresh process) and {cli_reference:.0f} MiB (run_backtest.py); workers "
+                          f"peaked at {peak:.0f} MiB[/dim]")
+        console.print(table)
+        for mode, speed in verdicts:
+            ok = speed >= TARGET
+            console.print(f"z-score grid, {mode}: 2 workers = {speed:.2f}× one worker "
+                          f"({'meets' if ok else 'below'} the {TARGET}× target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

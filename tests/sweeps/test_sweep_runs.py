@@ -1,0 +1,251 @@
+"""Sweeps against independent references: each run equals the same configuration run alone by
+run_backtest.py --param; a killed driver or worker loses and duplicates nothing; bad input is one line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import run_backtest
+import run_sweep
+from tests.sweeps.conftest import REPO, child_env, rows
+
+TRADE_COLUMNS = "side, qty, entry_ts, exit_ts, entry_price, exit_price, fees, pnl, exit_reason"
+
+
+def sweep_json(capsys, *args: str | Path) -> dict:
+    capsys.readouterr()
+    rc = run_sweep.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out)  # all of stdout is one JSON object
+
+
+def alone(capsys, tmp_path: Path, data: Path, strategy: str, params: dict, fee_bps: float = 10.0,
+          extra: tuple[str, ...] = ()) -> tuple[dict, list[tuple]]:
+    """The same configuration through run_backtest.py --param: (json payload, its trades from its own DB)."""
+    db = f"sqlite:///{tmp_path / 'alone.db'}"
+    args = ["--data", str(data), "--strategy", strategy, "--json", "--db", db, "--fee-bps", str(fee_bps), *extra]
+    for name, value in params.items():
+        args += ["--param", f"{name}={value}"]
+    capsys.readouterr()
+    assert run_backtest.main(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    return payload, rows(db, f"select {TRADE_COLUMNS} from trades where run_id = :r order by seq",
+                         r=payload["run_id"])
+
+
+def equity_ts(url: str, run_id: str):
+    """A stored run's equity bar times, read through the store (series are stored columnar)."""
+    from store.db import init_db
+    from store.repository import load_equity
+
+    engine = init_db(url)
+    try:
+        return load_equity(engine, run_id)[0]
+    finally:
+        engine.dispose()
+
+
+def stored_trades(url: str, run_id: str) -> list[tuple]:
+    return rows(url, f"select {TRADE_COLUMNS} from trades where run_id = :r order by seq", r=run_id)
+
+
+def test_sweep_on_a_local_dask_cluster_equals_runs_one_by_one(candles, db_url, tmp_path, capsys) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        out = sweep_json(capsys, "--data", candles, "--strategy", "zscore", "--grid", "window=20,50",
+                         "--grid", "entry_z=1.5:2.5:0.5", "--grid", "fee_bps=0,10", "--scheduler",
+                         cluster.scheduler_address, "--db", db_url, "--name", "dask-grid", "--json")
+    assert out["sweep"] == "dask-grid" and len(out["runs"]) == 2 * 3 * 2
+    assert {json.dumps(r["params"], sort_keys=True) for r in out["runs"]} == {
+        json.dumps({"window": w, "entry_z": z, "fee_bps": f}, sort_keys=True)
+        for w in (20, 50) for z in (1.5, 2.0, 2.5) for f in (0.0, 10.0)}
+    for run in out["runs"]:
+        assert run["status"] == "completed" and run["data"] == str(candles) and run["seed"] is None
+        params = dict(run["params"])
+        fee = params.pop("fee_bps")
+        payload, trades = alone(capsys, tmp_path, candles, "zscore", params, fee_bps=fee)
+        assert run["metrics"]["final_equity"] == payload["metrics"]["final_equity"]  # exactly, not approximately
+        assert set(run["metrics"]) == set(payload["metrics"])  # the keys of run_backtest.py --json
+        assert stored_trades(db_url, run["run_id"]) == trades and len(trades) == payload["metrics"]["trades"] > 0
+    best = max(out["runs"], key=lambda r: r["metrics"]["sharpe"])
+    assert out["best"]["run_id"] == best["run_id"]
+    assert 0.0 <= out["deflated_sharpe"] <= 1.0 and 0.0 <= out["pbo"] <= 1.0
+    assert rows(db_url, "select status from sweeps where name = 'dask-grid'") == [("completed",)]
+
+
+def test_score_strategy_sweep_over_seeds_equals_runs_one_by_one(candles, db_url, tmp_path, capsys) -> None:
+    tiny = {"train_days": 30, "retrain_days": 60, "max_steps": 40, "warm_start_steps": 10, "hidden": 16,
+            "sample_check_samples": 0, "threshold_quantile": 0.95}
+    fixed = [a for k, v in tiny.items() for a in ("--param", f"{k}={v}")]
+    out = sweep_json(capsys, "--data", candles, "--strategy", "score", *fixed, "--grid", "max_hold_bars=12,48",
+                     "--seeds", "0", "1", "--workers", "2", "--db", db_url, "--name", "score-seeds", "--json")
+    assert len(out["runs"]) == 4 and {r["seed"] for r in out["runs"]} == {0, 1}
+    for run in out["runs"]:
+        params = {**tiny, **run["params"], "seed": run["seed"]}
+        payload, trades = alone(capsys, tmp_path, candles, "score", params)
+        assert run["metrics"]["final_equity"] == payload["metrics"]["final_equity"]
+        assert stored_trades(db_url, run["run_id"]) == trades
+    folds = rows(db_url, "select count(*) from model_versions m join sweep_runs s on s.run_id = m.run_id")
+    assert folds[0][0] > 4  # every run's walk-forward models are stored with it
+
+
+def test_a_bad_configuration_fails_alone_with_its_error(candles, db_url, capsys) -> None:
+    out = sweep_json(capsys, "--data", candles, "--strategy", "zscore", "--grid", "window=1,30", "--workers", "1",
+                     "--db", db_url, "--name", "one-bad", "--json")
+    by_window = {r["params"]["window"]: r for r in out["runs"]}
+    assert by_window[1]["status"] == "failed" and "window must be >= 2" in by_window[1]["error"]
+    assert by_window[30]["status"] == "completed" and out["best"]["run_id"] == by_window[30]["run_id"]
+    assert rows(db_url, "select status, error from runs where id = :r", r=by_window[1]["run_id"]) == [
+        ("failed", "ValueError: window must be >= 2, got 1")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "windw=1,2"], "unknown parameter 'windw'"),
+    (["--grid", "window=a,b"], "window='a': expected int"),
+    (["--grid", "entry_z=3:1:0.5"], "need STEP > 0 and STOP >= START"),
+    (["--seeds", "0", "1"], "has no seed parameter"),
+    (["--search", "optuna", "--trials", "3"], "needs --trials N (>= 1) and at least one --space"),
+    (["--param", "window=20", "--grid", "window=10,20"], "both swept and fixed"),
+])
+def test_bad_input_is_one_line_and_stores_nothing(candles, db_url, capsys, args, message) -> None:
+    rc = run_sweep.main(["--data", str(candles), "--strategy", "zscore", "--db", db_url, "--name", "bad", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and message in err and "\n" not in err, err
+    assert _count(db_url, "runs") == 0 and _count(db_url, "sweeps") == 0
+
+
+def _count(url: str, table: str) -> int:
+    try:
+        return rows(url, f"select count(*) from {table}")[0][0]
+    except Exception:  # nothing was created at all
+        return 0
+
+
+def _count_runs(url: str, name: str) -> int:
+    try:
+        return rows(url, "select count(*) from sweep_runs s join sweeps w on w.id = s.sweep_id "
+                         "where w.name = :n", n=name)[0][0]
+    except Exception:  # the file or tables do not exist yet
+        return 0
+
+
+def _start_sweep(data: Path, url: str, name: str, workers: int) -> subprocess.Popen:
+    args = [sys.executable, "run_sweep.py", "--data", str(data), "--strategy", "zscore", "--grid",
+            "window=20,30,40,50", "--grid", "entry_z=1.5,2,2.5", "--workers", str(workers), "--db", url,
+            "--name", name, "--json"]
+    return subprocess.Popen(args, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _wait_for_runs(url: str, name: str, at_least: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = _count_runs(url, name)
+        if n >= at_least:
+            return n
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} runs stored in {timeout} s")
+
+
+def _assert_each_configuration_once(url: str, name: str) -> None:
+    links = rows(url, "select s.config_hash, r.status from sweep_runs s join sweeps w on w.id = s.sweep_id "
+                      "join runs r on r.id = s.run_id where w.name = :n", n=name)
+    assert len(links) == 12 and len({h for h, _ in links}) == 12
+    assert {status for _, status in links} == {"completed"}
+    assert rows(url, "select count(*) from runs") == [(12,)]  # no orphan or half-written run rows
+    pairs = rows(url, "select s.params from sweep_runs s")
+    assert len({p for (p,) in pairs}) == 12
+
+
+def test_sigkill_of_the_driver_then_restart_stores_every_configuration_once(long_candles, db_url) -> None:
+    proc = _start_sweep(long_candles, db_url, "killed", workers=2)
+    try:
+        stored = _wait_for_runs(db_url, "killed", 2, proc)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only; its pool's workers lose their parent
+        proc.wait(timeout=30)
+    finally:
+        _kill_group(proc)
+    assert 2 <= stored < 12
+    again = subprocess.run([sys.executable, "run_sweep.py", "--data", str(long_candles), "--strategy", "zscore",
+                            "--grid", "window=20,30,40,50", "--grid", "entry_z=1.5,2,2.5", "--workers", "2",
+                            "--db", db_url, "--name", "killed", "--json"], cwd=REPO, env=child_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads(again.stdout)["runs"]) == 12
+    _assert_each_configuration_once(db_url, "killed")
+
+
+def test_a_killed_worker_is_replaced_and_its_task_retried(long_candles, db_url) -> None:
+    import psutil
+
+    proc = _start_sweep(long_candles, db_url, "worker-killed", workers=1)
+    try:
+        _wait_for_runs(db_url, "worker-killed", 1, proc)
+        victims = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "forkserver" not in " ".join(c.cmdline())]
+        assert victims, "no worker process found"
+        for child in victims:
+            child.kill()  # SIGKILL mid-task
+        out, err = proc.communicate(timeout=300)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 0, err.decode()
+    assert len(json.loads(out)["runs"]) == 12
+    _assert_each_configuration_once(db_url, "worker-killed")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_select_until_chooses_on_earlier_bars_and_reports_on_later_ones(candles, db_url, tmp_path, capsys) -> None:
+    from feeds.files import load_bars
+
+    series = load_bars(candles)
+    split = int(series.ts_ms[2_500])
+    grid = ["--grid", "window=20,40,60", "--grid", "entry_z=1.5,2.5"]
+    out = sweep_json(capsys, "--data", candles, "--strategy", "zscore", *grid, "--workers", "2", "--db", db_url,
+                     "--name", "split", "--select-until", str(split), "--json")
+    trials = [r for (r,) in rows(db_url, "select run_id from sweep_runs where role = 'trial'")]
+    trial_ends = [int(equity_ts(db_url, r)[-1]) for r in trials]
+    assert len(trial_ends) == 6 and all(end < split for end in trial_ends)  # chosen on bars before the split
+    best = out["best"]
+    assert best["run_id"] == max(out["runs"], key=lambda r: r["metrics"]["sharpe"])["run_id"]
+    held = best["out_of_sample"]
+    assert int(equity_ts(db_url, held["run_id"])[0]) == split
+    # the held-out result is the same configuration run alone, trading from the split (earlier bars warm up)
+    payload, trades = alone(capsys, tmp_path, candles, "zscore", best["params"],
+                            extra=("--trade-from", str(split)))
+    assert held["metrics"]["final_equity"] == payload["metrics"]["final_equity"]
+    assert stored_trades(db_url, held["run_id"]) == trades
+    # bars after the split cannot change the choice: scramble them and sweep again
+    frame = series.to_frame()
+    later = frame["timestamp"] >= split
+    prices = ["open", "high", "low", "close"]
+    frame.loc[later, prices] = frame.loc[later, prices].iloc[::-1].to_numpy()  # the future, reversed
+    frame.loc[later, "high"] = frame.loc[later, prices].max(axis=1)
+    frame.loc[later, "low"] = frame.loc[later, prices].min(axis=1)
+    other = tmp_path / "scrambled.csv.gz"
+    frame.to_csv(other, index=False)
+    again = sweep_json(capsys, "--data", other, "--strategy", "zscore", *grid, "--workers", "2", "--db", db_url,
+                       "--name", "split-scrambled", "--select-until", str(split), "--json")
+    assert again["best"]["params"] == best["params"]
+    def by_params(summary: dict) -> dict:
+        return {json.dumps(r["params"], sort_keys=True): r["metrics"] for r in summary["runs"]}
+
+    assert by_params(again) == by_params(out)
+    assert again["best"]["out_of_sample"]["metrics"] != held["metrics"]
