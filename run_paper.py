@@ -49,7 +49,7 @@ from feeds.series import timeframe_to_ms
 from feeds.validation import DataError
 from store.db import DEFAULT_DB_URL, StoreError
 from store.lease import DEFAULT_STALE_AFTER_S, LeaseHeld, LeaseLost
-from strategies.registry import FACTORIES
+from strategies.registry import FACTORIES, make_strategy
 
 log = logging.getLogger("paper")
 EXCHANGES = ("binance", "bybit")
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: (stop.set(), log.info("stop requested: finishing the current candle")))
     settings = PaperSettings.from_options(vars(args), tf_ms)
     try:
-        run_paper(settings, stop, on_live_bar=None if args.quiet else lambda o: print(log_line(o), flush=True))
+        strategy = make_strategy(args.strategy, {**vars(args), "timeframe_ms": tf_ms})
+        run_paper(settings, strategy, stop,
+                  on_live_bar=None if args.quiet else lambda o: print(log_line(o), flush=True))
         return 0
     except FeedError as exc:
         if isinstance(exc, FatalFeedError):

@@ -22,7 +22,7 @@ from feeds.retry import call_with_retry
 from store.db import init_db
 from store.lease import LeaseHeld, LeaseKeeper, LeaseLost, LeaseOwner, release_lease
 from store.repository import load_model_versions, load_run_bars, mark_run
-from strategies.registry import make_strategy
+from strategies.base import Strategy
 
 log = logging.getLogger("paper")
 WARMUP_LOG_EVERY_BARS = 2000
@@ -35,9 +35,11 @@ class PaperRunSummary:
     stopped_by_signal: bool
 
 
-def run_paper(settings: PaperSettings, stop: threading.Event,
+def run_paper(settings: PaperSettings, strategy: Strategy, stop: threading.Event,
               on_live_bar: Callable[[BarOutcome], None] | None = None) -> PaperRunSummary:
-    """Trade ``settings`` until ``--max-bars`` live candles, ``stop`` is set, or an error.
+    """Trade ``strategy`` with ``settings`` until ``max_bars`` live candles, ``stop`` is set, or an error.
+
+    ``strategy`` is freshly built (nothing seen yet): a resumed run replays its stored candles through it.
 
     Raises what went wrong (LeaseHeld/LeaseLost, DataError, StoreError, feed errors,
     ReplayMismatch, SettingsConflict, ValueError); the run is then marked failed if this
@@ -54,7 +56,6 @@ def run_paper(settings: PaperSettings, stop: threading.Event,
         client = CcxtCandleClient.connect(settings.exchange, settings.exchange_url, settings.timeout_ms)
         call_with_retry(lambda: client.check_symbol(settings.symbol), what="load_markets", stop_event=stop,
                         logger=log)
-        strategy = make_strategy(settings.strategy, {**settings.options, "timeframe_ms": tf_ms})
         plan = plan_run(settings, db, client, strategy, stop, me)
         keeper = LeaseKeeper(db, plan.run_id, me.token, interval_s=max(0.2, settings.lease_stale_s / 4),
                              on_lost=lambda exc: stop.set()).start()
