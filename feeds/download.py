@@ -26,7 +26,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from domain.types import Bar
 from feeds.ccxt_candles import floor_to_timeframe, is_aligned, timeframe_ms

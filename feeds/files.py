@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from feeds.series import BarSeries
-from feeds.validation import PRICE_COLUMNS, VALUE_COLUMNS, DataError, order_problems, value_problems
+from feeds.validation import VALUE_COLUMNS, DataError, order_problems, value_problems
 
 TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time", "ts", "ts_ms")
 MAX_REPORTED = 10
