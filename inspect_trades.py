@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from inspect_tools.cli import main
+from cli.inspect_trades import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,7 +51,7 @@ from feeds.series import BarSeries, timeframe_to_ms  # noqa: E402
 from reporting.score_report import forecast_calibration, forward_open_returns, spearman  # noqa: E402
 from reporting.tables import rows_table  # noqa: E402
 from reporting.timeparse import parse_time_ms  # noqa: E402
-from strategies.score_cli import score_config  # noqa: E402
+from app.registry import get_spec  # noqa: E402
 from strategies.score_reversion import ScoreReversion  # noqa: E402
 from strategies.zscore import ZScoreReversion  # noqa: E402
 
@@ -82,9 +82,10 @@ def bars_for(series_1h: BarSeries, timeframe: str | None) -> BarSeries:
 def strategy_for(params: dict[str, Any], series: BarSeries, seed: int, fee_bps: float,
                  ensemble: int = 1) -> ScoreReversion:
     opts = {k: v for k, v in params.items() if k != "timeframe"}
-    opts = {"train_days": 365.0, "retrain_days": 30.0} | opts
-    opts |= {"seed": seed, "fee_bps": fee_bps, "ensemble": ensemble, "timeframe_ms": series.timeframe_ms}
-    return ScoreReversion(score_config(opts))
+    opts = {"train_days": 365.0, "retrain_days": 30.0} | opts | {"seed": seed, "ensemble": ensemble}
+    spec = get_spec("score")
+    given = spec.with_broker(opts, long_only=False, fee_bps=fee_bps, slippage_bps=0.0)
+    return spec.build(spec.resolve(given), series.timeframe_ms)
 
 
 def evaluate(params: dict[str, Any], series: BarSeries, seed: int, fee_bps: float, trade_from: int | None,

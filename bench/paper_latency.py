@@ -3,7 +3,7 @@
 
 Real parts: the loopback exchange runs as its own process (``python -m testkit.loopback_exchange``,
 so its CPU is not counted as the trader's); the trader is run_paper.py's own pieces in this
-process (``plan_run``, the real ccxt client, ``LiveCandleFeed``, ``PaperSession`` on a SQLite
+process (``app.paper_plan.plan_run``, the real ccxt client, ``LiveCandleFeed``, ``PaperSession`` on a SQLite
 file, the zscore strategy), timed around ``session.process(bar)``, which returns after the
 candle's transaction committed.
 
@@ -45,10 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.broker import BrokerConfig  # noqa: E402
 from app.paper import PaperSession  # noqa: E402
+from app.paper_plan import PaperSettings, plan_run  # noqa: E402
 from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream  # noqa: E402
 from feeds.ccxt_live import CandleTiming, LiveCandleFeed  # noqa: E402
 from feeds.series import timeframe_to_ms  # noqa: E402
 from store.db import init_db  # noqa: E402
+from store.lease import LeaseOwner  # noqa: E402
 from app.registry import make_strategy  # noqa: E402
 from testkit.candles import random_walk_bars, write_candles_csv  # noqa: E402
 
@@ -155,7 +157,7 @@ def run_mode(mode: Mode, candles: int, workdir: Path) -> Result:
         client = CcxtCandleClient.connect("binance", server.url, args.timeout_ms)
         client.check_symbol(args.symbol)
         strategy = make_strategy("zscore", {}, tf_ms)
-        plan = run_paper.plan_run(args, db, client, strategy, tf_ms, stop)
+        plan = plan_run(PaperSettings.from_options(vars(args), tf_ms), db, client, strategy, stop, LeaseOwner.me())
         session = PaperSession(db, plan.run_id, strategy, BrokerConfig(cash_quote=args.cash, fee_bps=args.fee_bps),
                                plan.trade_from_ms)
         stream = None

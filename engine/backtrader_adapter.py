@@ -53,8 +53,10 @@ more cash than the account has, where our engine lets cash go negative.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from domain.events import EngineEvents
 from domain.series import BarSeries
@@ -71,8 +73,14 @@ _EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal(): backtrader's date 
 _MS_PER_DAY = 86_400_000
 
 
-def _import_backtrader():
-    """Import backtrader on a headless machine (Agg backend) and a modern Python."""
+@functools.cache
+def _backtrader() -> SimpleNamespace:
+    """backtrader and this adapter's subclasses of it, built on first use (importing this module does not).
+
+    Importing backtrader needs two patches, applied here and not at import time: the
+    headless Agg backend for matplotlib, and the ``collections.Iterable/Mapping/Sequence``
+    aliases that Python 3.10 removed and backtrader still uses.
+    """
     import collections
     import collections.abc
 
@@ -85,12 +93,79 @@ def _import_backtrader():
     for name in ("Iterable", "Mapping", "Sequence"):  # removed from `collections` in Python 3.10
         if not hasattr(collections, name):
             setattr(collections, name, getattr(collections.abc, name))
-    import backtrader
+    import backtrader as bt
 
-    return backtrader
+    class _AlignedBroker(bt.brokers.BackBroker):
+        """backtrader's broker, except that a limit order filling at a gapped open is not slipped,
+        and each order pays the commission of its own liquidity (maker or taker, set when sent)."""
+
+        def __init__(self):
+            super().__init__()
+            self.schemes: dict[str, object] = {}
+
+        def _execute(self, order, *args, **kwargs):
+            scheme = self.schemes.get(order.info.get("liquidity"))
+            if scheme is None:
+                return super()._execute(order, *args, **kwargs)
+            default = self.comminfo[None]
+            self.comminfo[None] = scheme
+            try:
+                return super()._execute(order, *args, **kwargs)
+            finally:
+                self.comminfo[None] = default
+
+        def _try_exec_limit(self, order, popen, phigh, plow, plimit):
+            slip_open = self.p.slip_open
+            self.p.slip_open = False
+            try:
+                super()._try_exec_limit(order, popen, phigh, plow, plimit)
+            finally:
+                self.p.slip_open = slip_open
 
 
-bt = _import_backtrader()
+    class _ColumnFeed(bt.feed.DataBase):
+        """A minimal feed copying from plain lists (``PandasData`` reads cell by cell and is ~2× slower)."""
+
+        params = (("columns", None),)
+
+        def start(self):
+            super().start()
+            self._rows = zip(*self.p.columns)
+
+        def _load(self):
+            row = next(self._rows, None)
+            if row is None:
+                return False
+            lines = self.lines
+            lines.datetime[0], lines.open[0], lines.high[0], lines.low[0], lines.close[0], lines.volume[0] = row
+            lines.openinterest[0] = 0.0
+            return True
+
+
+    class _Bridge(bt.Strategy):
+        """The backtrader strategy: forwards every hook to the :class:`BacktraderContext`."""
+
+        params = (("ctx", None),)
+
+        def start(self):
+            self.p.ctx.attach(self)
+
+        def next_open(self):
+            self.p.ctx.on_open()
+
+        def next(self):
+            self.p.ctx.on_close()
+
+        def notify_order(self, order):
+            self.p.ctx.on_bt_order(order)
+
+        def notify_trade(self, trade):
+            self.p.ctx.on_bt_trade(trade)
+
+        def stop(self):
+            self.p.ctx.end()
+
+    return SimpleNamespace(bt=bt, AlignedBroker=_AlignedBroker, ColumnFeed=_ColumnFeed, Bridge=_Bridge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +211,12 @@ def run_in_backtrader(strategy: Strategy, series: BarSeries, config: BrokerConfi
     """
     if len(series) == 0:
         return BacktraderRun()
+    lib = _backtrader()
+    bt = lib.bt
     ctx = BacktraderContext(strategy, series, config, trade_from_ms, order_prefix, fee_model)
     cerebro = bt.Cerebro(stdstats=False, cheat_on_open=True, preload=True, runonce=True,
                          maxcpus=1, quicknotify=False)
-    broker = _AlignedBroker()
+    broker = lib.AlignedBroker()
     cerebro.setbroker(broker)
     broker.set_cash(config.cash_quote)
     for liquidity in (Liquidity.MAKER, Liquidity.TAKER):  # the taker scheme last: it stays the default
@@ -154,82 +231,11 @@ def run_in_backtrader(strategy: Strategy, series: BarSeries, config: BrokerConfi
     ts = series.ts_ms.astype("float64") / _MS_PER_DAY + _EPOCH_ORDINAL
     columns = (ts.tolist(), series.open.tolist(), series.high.tolist(), series.low.tolist(),
                series.close.tolist(), series.volume.tolist())
-    cerebro.adddata(_ColumnFeed(columns=columns, timeframe=bt.TimeFrame.Minutes,
+    cerebro.adddata(lib.ColumnFeed(columns=columns, timeframe=bt.TimeFrame.Minutes,
                                 compression=max(1, series.timeframe_ms // 60_000)))
-    cerebro.addstrategy(_Bridge, ctx=ctx)
+    cerebro.addstrategy(lib.Bridge, ctx=ctx)
     cerebro.run()
     return ctx.events
-
-
-class _AlignedBroker(bt.brokers.BackBroker):
-    """backtrader's broker, except that a limit order filling at a gapped open is not slipped,
-    and each order pays the commission of its own liquidity (maker or taker, set when sent)."""
-
-    def __init__(self):
-        super().__init__()
-        self.schemes: dict[str, object] = {}
-
-    def _execute(self, order, *args, **kwargs):
-        scheme = self.schemes.get(order.info.get("liquidity"))
-        if scheme is None:
-            return super()._execute(order, *args, **kwargs)
-        default = self.comminfo[None]
-        self.comminfo[None] = scheme
-        try:
-            return super()._execute(order, *args, **kwargs)
-        finally:
-            self.comminfo[None] = default
-
-    def _try_exec_limit(self, order, popen, phigh, plow, plimit):
-        slip_open = self.p.slip_open
-        self.p.slip_open = False
-        try:
-            super()._try_exec_limit(order, popen, phigh, plow, plimit)
-        finally:
-            self.p.slip_open = slip_open
-
-
-class _ColumnFeed(bt.feed.DataBase):
-    """A minimal feed copying from plain lists (``PandasData`` reads cell by cell and is ~2× slower)."""
-
-    params = (("columns", None),)
-
-    def start(self):
-        super().start()
-        self._rows = zip(*self.p.columns)
-
-    def _load(self):
-        row = next(self._rows, None)
-        if row is None:
-            return False
-        lines = self.lines
-        lines.datetime[0], lines.open[0], lines.high[0], lines.low[0], lines.close[0], lines.volume[0] = row
-        lines.openinterest[0] = 0.0
-        return True
-
-
-class _Bridge(bt.Strategy):
-    """The backtrader strategy: forwards every hook to the :class:`BacktraderContext`."""
-
-    params = (("ctx", None),)
-
-    def start(self):
-        self.p.ctx.attach(self)
-
-    def next_open(self):
-        self.p.ctx.on_open()
-
-    def next(self):
-        self.p.ctx.on_close()
-
-    def notify_order(self, order):
-        self.p.ctx.on_bt_order(order)
-
-    def notify_trade(self, trade):
-        self.p.ctx.on_bt_trade(trade)
-
-    def stop(self):
-        self.p.ctx.end()
 
 
 class BacktraderContext(StrategyContext):
@@ -261,6 +267,7 @@ class BacktraderContext(StrategyContext):
         self._filled_groups: set[str] = set()
         self.portfolio = Portfolio(config.cash_quote)  # rebuilt from backtrader's fills: trades, bars held
         self._bt = None
+        self._btlib = _backtrader().bt
 
     # ---- backtrader hooks ----------------------------------------------------------------
     def attach(self, bridge) -> None:
@@ -283,7 +290,7 @@ class BacktraderContext(StrategyContext):
                 continue
             side, qty, price = plan
             qty = self._fit_cash(side, qty, price, pos, pos_price, cash, taker_rate)
-            self._send(order, side, qty, bt.Order.Market, None, None, Liquidity.TAKER)
+            self._send(order, side, qty, self._btlib.Order.Market, None, None, Liquidity.TAKER)
             pos, pos_price, cash = _after_fill(side, qty, price, pos, pos_price, cash, taker_rate)
         self._queued = []
         leaders: dict[str, object] = {}
@@ -305,7 +312,7 @@ class BacktraderContext(StrategyContext):
             if order.target_fraction == 0.0:
                 keys.append("protective")
             leader = next((leaders[k] for k in keys if k in leaders), None)
-            exectype = bt.Order.Stop if order.type is OrderType.STOP else bt.Order.Limit
+            exectype = self._btlib.Order.Stop if order.type is OrderType.STOP else self._btlib.Order.Limit
             sent = self._send(order, side, qty, exectype, order.price, leader, liquidity)
             for k in keys:
                 leaders.setdefault(k, sent)
@@ -345,7 +352,7 @@ class BacktraderContext(StrategyContext):
     def on_bt_order(self, bt_order) -> None:
         """Record backtrader's fills; cancellations are decided by our rules at the close."""
         status = bt_order.status
-        if status == bt.Order.Completed:
+        if status == self._btlib.Order.Completed:
             _, order = self._sent.pop(bt_order.ref)
             i = len(self._bt.data) - 1
             liquidity = Liquidity(bt_order.info["liquidity"])
@@ -364,7 +371,7 @@ class BacktraderContext(StrategyContext):
                 self._priced.remove(order)
                 if order.oco_group is not None:
                     self._filled_groups.add(order.oco_group)
-        elif status in (bt.Order.Margin, bt.Order.Rejected):
+        elif status in (self._btlib.Order.Margin, self._btlib.Order.Rejected):
             entry = self._sent.pop(bt_order.ref, None)
             if entry is not None:
                 order = entry[1]

@@ -47,9 +47,6 @@ class Portfolio:
     def equity(self, price: float) -> float:
         return self.cash_quote + self.position_qty * price
 
-    def unrealised_pnl(self, price: float) -> float:
-        return self.position_qty * (price - self.avg_entry_price)
-
     def apply(self, fill: Fill, bar_index: int = 0) -> Trade | None:
         """Apply one fill; return the trade it closed, if any.
 

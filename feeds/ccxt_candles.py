@@ -8,21 +8,34 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from domain.times import floor_to_timeframe, is_aligned, timeframe_ms  # noqa: F401 (re-exported)
 from domain.types import Bar
-from feeds.validation import candle_problem
+from feeds.validation import VALUE_COLUMNS, candle_type_problem, value_problems
 
 
 def rows_problem(rows: Sequence[object], tf_ms: int) -> str | None:
-    """Why a list of ``[ts, o, h, l, c, v]`` rows is not a usable exchange response, or None."""
+    """Why a list of ``[ts, o, h, l, c, v]`` rows is not a usable exchange response, or None.
+
+    Shape, types and alignment row by row; the value rules once over the whole page
+    (:func:`feeds.validation.value_problems`, the checks the file loader uses).
+    """
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple)) or len(row) < 6:
             return f"row {i} is not a 6-field candle ({row!r})"
-        problem = candle_problem(*row[:6])
+        problem = candle_type_problem(*row[:6])
         if problem:
             return f"row {i} ({row[:6]!r}): {problem}"
         if not is_aligned(int(row[0]), tf_ms):  # type: ignore[call-overload]
             return f"row {i}: timestamp {row[0]} is not aligned to the {tf_ms} ms timeframe"
+    if not rows:
+        return None
+    table = np.array([row[1:6] for row in rows], dtype=float)  # type: ignore[index]
+    problems = value_problems({name: table[:, k] for k, name in enumerate(VALUE_COLUMNS)})
+    if problems:
+        i = min(problems)
+        return f"row {i} ({rows[i][:6]!r}): {problems[i]}"  # type: ignore[index]
     return None
 
 

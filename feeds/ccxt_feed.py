@@ -440,13 +440,16 @@ class _QuietSocket(Exception):
 def open_live_feed(exchange_id: str, symbol: str, timeframe: str, since_ms: int, *,
                    exchange_url: str | None = None, timeout_ms: int = 10_000, ws: bool = False,
                    ws_stale_timeout_s: float = 30.0, stop_event: threading.Event | None = None,
-                   **feed_kwargs: Any) -> LiveCandleFeed:
+                   client: CcxtCandleClient | None = None, **feed_kwargs: Any) -> LiveCandleFeed:
     """A :class:`LiveCandleFeed` on ``exchange_id`` (REST polling, plus the websocket if ``ws``).
 
     Extra keyword arguments go to :class:`LiveCandleFeed` (poll_interval_s,
-    retry_policy, gap_refetches, ...). The feed owns the client: ``feed.close()``.
+    retry_policy, gap_refetches, ...). ``client``: an already connected REST client to
+    reuse (e.g. one that checked the symbol and read the server clock first). Either
+    way the feed owns the client: ``feed.close()`` closes it.
     """
-    client = CcxtCandleClient.connect(exchange_id, exchange_url, timeout_ms)
+    if client is None:
+        client = CcxtCandleClient.connect(exchange_id, exchange_url, timeout_ms)
     stream = None
     if ws:
         stream = CcxtKlineStream(exchange_id, symbol, timeframe, exchange_url=exchange_url,

@@ -26,13 +26,13 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from domain.types import Bar
 from feeds.ccxt_candles import floor_to_timeframe, is_aligned, timeframe_ms
 from feeds.ccxt_feed import CcxtCandleClient
 from feeds.retry import RetryPolicy, call_with_retry
-from feeds.validation import DataError, candle_problem
+from feeds.files import load_bars
 
 log = logging.getLogger("feeds.download")
 
@@ -59,7 +59,7 @@ def download_history(exchange_id: str, symbol: str, timeframe: str, cache_path: 
     tf_ms = timeframe_ms(timeframe)
     if since_ms is not None and not is_aligned(since_ms, tf_ms):
         since_ms = floor_to_timeframe(since_ms, tf_ms) + tf_ms
-    cached = _cache_span(path) if path.exists() else None
+    cached = _cache_span(path, tf_ms) if path.exists() else None
     if cached is not None and since_ms is not None and cached[0] > since_ms:
         log.warning("%s starts at %d, after the requested %d: rebuilding it", path, cached[0], since_ms)
         cached = None
@@ -111,24 +111,10 @@ def download_history(exchange_id: str, symbol: str, timeframe: str, cache_path: 
     return path
 
 
-def read_cache(path: str | Path) -> list[Bar]:
-    """Load a cache file written by :func:`download_history`, validating every row."""
-    path = Path(path)
-    if _is_parquet(path):
-        return _read_parquet(path)
-    bars: list[Bar] = []
-    with _open_text(path) as fh:
-        header = fh.readline().strip()
-        if header != CSV_HEADER:
-            raise DataError(f"{path}:1: expected header {CSV_HEADER!r}, got {header!r}")
-        for line_no, line in enumerate(fh, start=2):
-            if not line.strip():
-                continue
-            bar = _parse_line(line, path, line_no)
-            if bars and bar.ts_ms <= bars[-1].ts_ms:
-                raise DataError(f"{path}:{line_no}: timestamp {bar.ts_ms} not after {bars[-1].ts_ms}")
-            bars.append(bar)
-    return bars
+def read_cache(path: str | Path, timeframe_ms: int | None = None) -> list[Bar]:
+    """Load a cache file written by :func:`download_history` through the one candle loader
+    (:func:`feeds.files.load_bars`: every row validated, bad rows named by file and line)."""
+    return list(load_bars(path, timeframe_ms).iter_bars())
 
 
 # ---------------------------------------------------------------------- internals
@@ -136,65 +122,10 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() == ".parquet"
 
 
-def _read_parquet(path: Path) -> list[Bar]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=list(CSV_HEADER.split(",")))
-    except Exception as exc:  # pyarrow raises several types for a torn or foreign file
-        raise DataError(f"{path}: not a candle Parquet file written by download_data.py ({exc})") from None
-    cols = table.to_pydict()
-    bars: list[Bar] = []
-    for i, ts in enumerate(cols["timestamp"]):
-        values = tuple(cols[name][i] for name in ("open", "high", "low", "close", "volume"))
-        problem = candle_problem(ts, *values)
-        if problem:
-            raise DataError(f"{path}: row {i + 1}: {problem}")
-        if bars and ts <= bars[-1].ts_ms:
-            raise DataError(f"{path}: row {i + 1}: timestamp {ts} not after {bars[-1].ts_ms}")
-        bars.append(Bar(int(ts), *values))
-    return bars
-
-
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", newline="")
-    return open(path, "r", newline="")
-
-
-def _parse_line(line: str, path: Path, line_no: int) -> Bar:
-    parts = line.strip().split(",")
-    try:
-        ts = int(parts[0])
-        o, h, low, c, v = (float(x) for x in parts[1:6])
-    except (ValueError, IndexError):
-        raise DataError(f"{path}:{line_no}: unparseable row {line.strip()!r}") from None
-    problem = candle_problem(ts, o, h, low, c, v)
-    if problem:
-        raise DataError(f"{path}:{line_no}: {problem}")
-    return Bar(ts, o, h, low, c, v)
-
-
-def _cache_span(path: Path) -> tuple[int, int] | None:
-    """(first, last) open time in an existing cache; None if it has no rows. Checks the
-    header and both end rows (the file was written atomically, so the middle is whole)."""
-    if _is_parquet(path):
-        bars = _read_parquet(path)
-        return (bars[0].ts_ms, bars[-1].ts_ms) if bars else None
-    first_line = last_line = None
-    first_no = last_no = 0
-    with _open_text(path) as fh:
-        header = fh.readline().strip()
-        if header != CSV_HEADER:
-            raise DataError(f"{path}:1: expected header {CSV_HEADER!r}, got {header!r}")
-        for line_no, line in enumerate(fh, start=2):
-            if line.strip():
-                if first_line is None:
-                    first_line, first_no = line, line_no
-                last_line, last_no = line, line_no
-    if first_line is None or last_line is None:
-        return None
-    return (_parse_line(first_line, path, first_no).ts_ms, _parse_line(last_line, path, last_no).ts_ms)
+def _cache_span(path: Path, tf_ms: int) -> tuple[int, int] | None:
+    """(first, last) open time in an existing cache (validated whole); None if it has no rows."""
+    series = load_bars(path, tf_ms)
+    return (int(series.ts_ms[0]), int(series.ts_ms[-1])) if len(series) else None
 
 
 class _CacheWriter:
@@ -255,7 +186,7 @@ class _ParquetCacheWriter:
     def __init__(self, path: Path, keep_existing: bool) -> None:
         self.path = path
         self.rows = 0
-        self._old = _read_parquet(path) if keep_existing else []
+        self._old = read_cache(path) if keep_existing else []
         self._new: list[Bar] = []
         self._committed = False
         path.parent.mkdir(parents=True, exist_ok=True)

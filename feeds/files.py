@@ -33,10 +33,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from feeds.series import BarSeries
-from feeds.validation import DataError
+from feeds.validation import VALUE_COLUMNS, DataError, order_problems, value_problems
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-VALUE_COLUMNS = PRICE_COLUMNS + ("volume",)
 TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time", "ts", "ts_ms")
 MAX_REPORTED = 10
 
@@ -86,8 +84,8 @@ def load_bars(path: str | Path, timeframe_ms: int | None = None) -> BarSeries:
         for i in np.nonzero(np.isnan(num))[0]:
             problems.setdefault(int(i), f"{name} is not a number ({raw.iloc[i]!r})")
         values[name] = num
-    _check_values(values, problems)
-    _check_order(ts_ms, problems)
+    value_problems(values, problems)
+    order_problems(ts_ms, problems)
     if problems:
         raise DataError(_describe_problems(path, problems, line_numbers))
     if len(ts_ms) == 0:
@@ -232,23 +230,19 @@ def _load_clean_csv(path: Path, timeframe_ms: int | None) -> BarSeries | None:
         return None
     raw_ts = np.concatenate(parts.pop(ts_col)).astype(np.int64, copy=False)
     values = {c: np.concatenate(parts.pop(c)).astype(np.float64, copy=False) for c in VALUE_COLUMNS}
-    o, h, l, c, v = (values[k] for k in VALUE_COLUMNS)
-    with np.errstate(invalid="ignore"):
-        ok = (np.isfinite(o).all() and np.isfinite(h).all() and np.isfinite(l).all() and np.isfinite(c).all()
-              and np.isfinite(v).all() and (o > 0).all() and (h > 0).all() and (l > 0).all() and (c > 0).all()
-              and (h >= np.maximum(o, c)).all() and (l <= np.minimum(o, c)).all() and (v >= 0).all())
-    if not ok:
+    if value_problems(values):  # the row-level path names them
         return None
     units = _units(raw_ts)
     if len(np.unique(units)) != 1:
         return None
     unit = UNITS[int(units[0])]
     ts_ms = _to_ms(raw_ts, unit)
-    if ts_ms is None or (len(ts_ms) > 1 and not (np.diff(ts_ms) > 0).all()):
+    if ts_ms is None or order_problems(ts_ms):
         return None
     tf = timeframe_ms or _infer_timeframe(ts_ms, path)
     notes = () if unit == "ms" else (f"timestamps read as epoch {unit} and converted to ms",)
-    series = BarSeries(ts_ms, o, h, l, c, v, tf, source=str(path), sha256=file_sha256(path), notes=notes)
+    series = BarSeries(ts_ms, *(values[k] for k in VALUE_COLUMNS), tf, source=str(path), sha256=file_sha256(path),
+                       notes=notes)
     _release_free_heap()
     return series
 
@@ -356,39 +350,6 @@ def _parse_timestamps(raw: pd.Series, problems: dict[int, str]) -> tuple[np.ndar
 def _datetime_to_ms(dt: pd.Series) -> np.ndarray:
     filled = dt.fillna(pd.Timestamp(0, tz="UTC"))
     return (filled.dt.tz_convert("UTC").astype("datetime64[ms, UTC]").astype("int64")).to_numpy(dtype=np.int64)
-
-
-def _check_values(values: dict[str, np.ndarray], problems: dict[int, str]) -> None:
-    o, h, l, c, v = (values[k] for k in VALUE_COLUMNS)
-    finite = {k: np.isfinite(a) for k, a in values.items()}
-    for name in VALUE_COLUMNS:
-        for i in np.nonzero(~finite[name])[0]:
-            problems.setdefault(int(i), f"{name} is missing or not finite ({values[name][i]})")
-    with np.errstate(invalid="ignore"):
-        for name in PRICE_COLUMNS:
-            for i in np.nonzero(values[name] <= 0)[0]:
-                problems.setdefault(int(i), f"{name} is not positive ({values[name][i]})")
-        for i in np.nonzero(h < np.maximum(o, c))[0]:
-            problems.setdefault(int(i), f"high {h[i]} < max(open, close) {max(o[i], c[i])}")
-        for i in np.nonzero(l > np.minimum(o, c))[0]:
-            problems.setdefault(int(i), f"low {l[i]} > min(open, close) {min(o[i], c[i])}")
-        for i in np.nonzero(v < 0)[0]:
-            problems.setdefault(int(i), f"volume is negative ({v[i]})")
-
-
-def _check_order(ts_ms: np.ndarray, problems: dict[int, str]) -> None:
-    if len(ts_ms) < 2:
-        return
-    step = np.diff(ts_ms)
-    for i in np.nonzero(step == 0)[0]:
-        problems.setdefault(int(i) + 1, f"duplicate timestamp {_fmt(ts_ms[i + 1])}")
-    for i in np.nonzero(step < 0)[0]:
-        problems.setdefault(int(i) + 1, f"timestamp {_fmt(ts_ms[i + 1])} is earlier than the row before "
-                                        f"({_fmt(ts_ms[i])}): rows must be sorted ascending")
-
-
-def _fmt(ms: int) -> str:
-    return f"{int(ms)} ({pd.Timestamp(int(ms), unit='ms', tz='UTC').strftime('%Y-%m-%d %H:%M:%S')} UTC)"
 
 
 def _describe_problems(path: Path, problems: dict[int, str], line_numbers: np.ndarray) -> str:

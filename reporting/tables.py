@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from rich.console import Console
 from rich.table import Table
 
 from inspect_tools.formatting import format_value
@@ -32,6 +31,3 @@ def _cell(value: Any) -> str:
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
 
-
-def print_table(table: Table, console: Console | None = None) -> None:
-    (console or Console()).print(table)

@@ -237,11 +237,6 @@ class BarCommit:
     model_versions: list[ModelVersionRecord] = field(default_factory=list)
 
 
-def commit_bar(engine: Engine, run_id: str, change: BarCommit) -> None:
-    """One transaction per closed bar: a crash leaves the DB at a bar boundary."""
-    commit_bars(engine, run_id, [change])
-
-
 def commit_bars(engine: Engine, run_id: str, changes: Sequence[BarCommit], *,
                 lease_token: str | None = None) -> None:
     """Several consecutive bars in one transaction (used for warm-up bars, which place no orders).

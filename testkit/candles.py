@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from domain.types import Bar
-from feeds.validation import DataError, candle_problem
+from feeds.files import load_bars
 
 CSV_HEADER = ("timestamp", "open", "high", "low", "close", "volume")
 
@@ -49,32 +49,8 @@ def random_walk_bars(n: int, *, start_ts_ms: int = 1_748_736_000_000,  # 2025-06
 
 
 def read_candles_csv(path: str | Path) -> list[Bar]:
-    """Load and validate a candle CSV(.gz); raise :class:`DataError` with file and line."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    bars: list[Bar] = []
-    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header[:6]) != CSV_HEADER:
-            raise DataError(f"{path}:1: expected header {','.join(CSV_HEADER)}, got {header}")
-        prev_ts: int | None = None
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                ts = int(row[0])
-                o, h, low, c, v = (float(x) for x in row[1:6])
-            except (ValueError, IndexError) as exc:
-                raise DataError(f"{path}:{line_no}: unparseable row {row!r} ({exc})") from None
-            problem = candle_problem(ts, o, h, low, c, v)
-            if problem:
-                raise DataError(f"{path}:{line_no}: {problem}")
-            if prev_ts is not None and ts <= prev_ts:
-                raise DataError(f"{path}:{line_no}: timestamp {ts} not after previous {prev_ts}")
-            prev_ts = ts
-            bars.append(Bar(ts, o, h, low, c, v))
-    return bars
+    """Load and validate a candle file with the product's loader (:func:`feeds.files.load_bars`)."""
+    return list(load_bars(path).iter_bars())
 
 
 def write_candles_csv(path: str | Path, bars: Iterable[Bar]) -> Path:

@@ -39,9 +39,6 @@ ALLOWED: dict[str, set[str]] = {
 # Known exceptions, (importing module, imported package): each is another branch's area and
 # should be deleted from here once it is fixed.
 KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
-    # The inspect command's argument parser lives inside inspect_tools/ (a CLI module in the
-    # presentation package); it should move next to inspect_trades.py or into cli/.
-    ("inspect_tools.cli", "cli"),
 }
 
 

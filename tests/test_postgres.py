@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 import run_backtest
 from feeds.synthetic import synthetic_bars
-from inspect_tools.cli import main as inspect_main
+from cli.inspect_trades import main as inspect_main
 from store.db import StoreError, init_db
 from store.models import Base
 from tests.paper.helpers import (PaperProcess, backtest_rows, frozen_server, make_bars, paper_args,

@@ -19,7 +19,7 @@ from engine.types import Order, OrderType, SignalPoint
 from feeds.synthetic import synthetic_bars
 from store.db import StoreError, init_db
 from store.models import SCHEMA_VERSION, EquityRow, OrderRow, RunRow, SeriesChunkRow
-from store.repository import BarCommit, RunSpec, commit_bar, count_rows, create_run, get_run, mark_run, save_backtest
+from store.repository import BarCommit, RunSpec, commit_bars, count_rows, create_run, get_run, mark_run, save_backtest
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 from tests.core.helpers import make_bar, make_fill, ts
 from tests.inspect.factories import fold_records
@@ -147,7 +147,7 @@ def test_paper_tail_is_compacted_atomically_and_reads_back_in_order(db, monkeypa
     monkeypatch.setattr(store.series, "TAIL_COMPACT_ROWS", 4)
     run_id = create_run(db, RunSpec(mode="paper", strategy="zscore", initial_cash=1000.0))
     for i in range(10):
-        commit_bar(db, run_id, _commit(i))
+        commit_bars(db, run_id, [_commit(i)])
     with Session(db) as s:
         tail = s.scalar(select(func.count()).select_from(EquityRow).where(EquityRow.run_id == run_id))
         chunks = s.scalar(select(func.count()).select_from(SeriesChunkRow).where(
@@ -160,7 +160,7 @@ def test_paper_tail_is_compacted_atomically_and_reads_back_in_order(db, monkeypa
     assert repo.last_stored_state(db, run_id)["equity"] == (ts(9), 1000.0, 0.0, 1000.0)
     # a bar that fails late leaves tail and chunks as they were (compaction is in the bar's transaction)
     with pytest.raises(IntegrityError):
-        commit_bar(db, run_id, _commit(10, equity_ts=ts(9)))
+        commit_bars(db, run_id, [_commit(10, equity_ts=ts(9))])
     assert repo.load_series(db, run_id, "equity").values["ts"].tolist() == [ts(i) for i in range(10)]
 
 
@@ -284,23 +284,23 @@ def _commit(i: int, orders=(), fills=(), status=None, equity_ts: int | None = No
 
 def test_commit_bar_writes_one_bars_rows_atomically(db) -> None:
     run_id = create_run(db, RunSpec(mode="paper", strategy="zscore", initial_cash=1000.0))
-    commit_bar(db, run_id, _commit(0, orders=[_order(0, "o1")]))
+    commit_bars(db, run_id, [_commit(0, orders=[_order(0, "o1")])])
     assert count_rows(db, run_id) == ZERO | {"bars": 1, "orders": 1, "equity": 1, "signals": 1}
     run = get_run(db, run_id)
     assert (run.last_bar_ts, run.start_ts, run.end_ts, run.bars_processed) == (ts(0), ts(0), ts(0), 1)
 
     # bar 1: the order from bar 0 fills; its status is updated in the same transaction
-    commit_bar(db, run_id, _commit(1, fills=[make_fill(1, "buy", 9.9, 101.0, 1.0, "entry", "o1")],
-                                   status={"o1": "filled"}))
+    commit_bars(db, run_id, [_commit(1, fills=[make_fill(1, "buy", 9.9, 101.0, 1.0, "entry", "o1")],
+                                     status={"o1": "filled"})])
     assert count_rows(db, run_id) == ZERO | {"bars": 2, "orders": 1, "fills": 1, "equity": 2, "signals": 2}
     with Session(db) as s:
         assert s.scalar(select(OrderRow.status).where(OrderRow.run_id == run_id)) == "filled"
 
     # bar 2 fails late (its equity row reuses bar 1's ts): none of its orders, fills, bar or signal stay
     with pytest.raises(IntegrityError):
-        commit_bar(db, run_id, _commit(2, orders=[_order(2, "o2")],
-                                       fills=[make_fill(2, "sell", 9.9, 102.0, 1.0, "exit", "o1")],
-                                       status={"o1": "cancelled"}, equity_ts=ts(1)))
+        commit_bars(db, run_id, [_commit(2, orders=[_order(2, "o2")],
+                                         fills=[make_fill(2, "sell", 9.9, 102.0, 1.0, "exit", "o1")],
+                                         status={"o1": "cancelled"}, equity_ts=ts(1))])
     assert count_rows(db, run_id) == ZERO | {"bars": 2, "orders": 1, "fills": 1, "equity": 2, "signals": 2}
     run = get_run(db, run_id)
     assert (run.last_bar_ts, run.bars_processed) == (ts(1), 2)
@@ -312,10 +312,10 @@ def test_commit_bar_writes_one_bars_rows_atomically(db) -> None:
 def test_order_client_ids_are_unique_per_run(db) -> None:
     run_id = create_run(db, RunSpec(mode="paper", strategy="zscore", initial_cash=1000.0))
     with pytest.raises(IntegrityError):
-        commit_bar(db, run_id, _commit(0, orders=[_order(0, "o1"), _order(0, "o1")]))
+        commit_bars(db, run_id, [_commit(0, orders=[_order(0, "o1"), _order(0, "o1")])])
     assert count_rows(db, run_id) == ZERO
     other = create_run(db, RunSpec(mode="paper", strategy="zscore", initial_cash=1000.0))
-    commit_bar(db, run_id, _commit(0, orders=[_order(0, "o1")]))
-    commit_bar(db, other, _commit(0, orders=[_order(0, "o1")]))  # the same client id in another run is fine
+    commit_bars(db, run_id, [_commit(0, orders=[_order(0, "o1")])])
+    commit_bars(db, other, [_commit(0, orders=[_order(0, "o1")])])  # the same client id in another run is fine
     with Session(db) as s:
         assert s.scalar(select(RunRow.status).where(RunRow.id == other)) == "running"

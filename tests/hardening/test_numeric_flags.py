@@ -22,7 +22,7 @@ import run_backtest
 import run_paper
 import run_sweep
 from feeds.synthetic import synthetic_bars
-from inspect_tools import cli as inspect_cli
+from cli import inspect_trades as inspect_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = ("nan", "inf", "-inf", "-1", "0", "1e309", "")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inspect_tools.cli import main
+from cli.inspect_trades import main
 from store.repository import RunSpec, create_run
 from tests.inspect.factories import StoredRun, make_db, store_golden_run, store_zscore_run
 

@@ -3,7 +3,7 @@
     python -m tests.inspect.paper_writer DB RUN_ID N_BARS SLEEP_S
 
 Drives the real engine bar by bar (z-score strategy on synthetic candles) and
-commits each bar's ``Engine.step`` result with ``store.repository.commit_bar`` — one
+commits each bar's ``Engine.step`` result with ``store.repository.commit_bars`` — one
 transaction per bar, exactly what paper mode writes — sleeping between bars. Exits 0 when all bars
 are committed; any database error (e.g. "database is locked") exits non-zero.
 """
@@ -17,7 +17,7 @@ from engine.broker import BrokerConfig
 from engine.loop import Engine
 from feeds.synthetic import synthetic_bars
 from store.db import init_db
-from store.repository import commit_bar
+from store.repository import commit_bars
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 
 WARMUP_BARS = 20
@@ -32,7 +32,7 @@ def write(db_path: str, run_id: str, n_bars: int, sleep_s: float) -> None:
     trades_done = 0
     for bar in bars:
         step = engine.step(bar)
-        commit_bar(db, run_id, bar_commit(step, trades_done))
+        commit_bars(db, run_id, [bar_commit(step, trades_done)])
         trades_done += len(step.trades)
         time.sleep(sleep_s)
     db.dispose()

@@ -30,7 +30,7 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def report_page(runs_db, tmp_path_factory) -> Path:
-    from inspect_tools.cli import main
+    from cli.inspect_trades import main
 
     out = tmp_path_factory.mktemp("browser") / "report.html"
     assert main(["--db", str(runs_db.path), "report", "zscore-synthetic", "-o", str(out)]) == 0

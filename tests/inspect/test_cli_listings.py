@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from inspect_tools.cli import build_parser
+from cli.inspect_trades import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ("runs", "show", "trades", "equity", "orders", "compare", "report", "sweeps", "sweep")
