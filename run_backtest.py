@@ -28,16 +28,17 @@ from typing import Any
 from rich.console import Console
 
 from app.backtest import BacktestOutcome, BacktestRequest, run_and_store
-from app.data import load_window
+from app.data import Market, load_window
 from app.registry import SPECS, get_spec
-from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, print_error, run_name,
-                      time_text, timeframe)
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, print_error, run_name,
+                      symbol, time_text, timeframe)
 from cli.params import add_param_option, add_score_flags, describe_params, given_params
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
 from engine.backtest import ENGINES
 from engine.broker import BrokerConfig
 from feeds.series import ms_to_timeframe
+from feeds.errors import FatalFeedError, FeedError
 from feeds.validation import DataError
 from reporting.fold_progress import FoldProgress
 from reporting.tables import metrics_table, rows_table
@@ -62,7 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trade-from", type=time_text("--trade-from"),
                    help="bars before this time only warm the strategy up; trading and "
                                         "metrics start here (ISO or epoch ms)")
-    p.add_argument("--timeframe", type=timeframe, help="resample to this coarser timeframe first (e.g. 4h, 1d)")
+    p.add_argument("--timeframe", type=timeframe,
+                   help="resample to this coarser timeframe first (e.g. 4h, 1d); with --exchange/--symbol: "
+                        "the timeframe to download (default 1h)")
+    p.add_argument("--exchange", help="backtest on this ccxt exchange's candles instead of --data: downloaded "
+                                      "into data_cache/ where missing (e.g. binance, bybit, kraken)")
+    p.add_argument("--symbol", type=symbol, help="market symbol for --exchange (default BTC/USDT)")
+    p.add_argument("--exchange-url", type=http_url, help="the exchange's REST base URL (a proxy or a test server)")
     add_money_flags(p)
     p.add_argument("--db", type=bounded_text(4096, "--db"), default=DEFAULT_DB_URL,
                    help="SQLAlchemy URL or SQLite file (default %(default)s)")
@@ -103,8 +110,11 @@ def make_request(args: argparse.Namespace) -> BacktestRequest:
 
 def load_series(args: argparse.Namespace):
     try:
+        market = None
+        if args.exchange or args.symbol:
+            market = Market(args.exchange or "binance", args.symbol or "BTC/USDT", args.exchange_url)
         return load_window(args.data, parse_time_ms(args.start, "--start"), parse_time_ms(args.end, "--end"),
-                           args.timeframe, quiet=args.json)
+                           args.timeframe, quiet=args.json, market=market)
     except DataError:
         raise
     except ValueError as exc:
@@ -161,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    "timeframe": args.timeframe})
         finally:
             progress.done()
-    except (UsageError, DataError, StoreError, ValueError, OSError) as exc:  # OSError: e.g. an unreadable --data
+    except (UsageError, DataError, StoreError, ValueError, OSError, FatalFeedError) as exc:  # OSError: an unreadable --data
         return print_error(exc)
+    except FeedError as exc:  # --exchange could not be reached (after retries)
+        return print_error(f"exchange unavailable: {exc}", status=3)
     except KeyboardInterrupt:
         err.print("interrupted; the run is marked failed")
         return 130

@@ -8,6 +8,7 @@ command always works.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from feeds.synthetic import synthetic_bars
 log = logging.getLogger(__name__)
 
 CACHE_DIR = Path(__file__).resolve().parent.parent / "data_cache"
+CACHE_DIR_ENV = "BTC_SCORE_DATA_CACHE"  # another folder for downloaded candles (tests, shared caches)
 DEFAULT_EXCHANGE = "binance"
 DEFAULT_SYMBOL = "BTC/USDT"
 DEFAULT_TIMEFRAME = "1h"
@@ -26,7 +28,23 @@ SYNTHETIC_BARS = 24 * 365 * 3
 
 def default_cache_path(exchange: str = DEFAULT_EXCHANGE, symbol: str = DEFAULT_SYMBOL,
                        timeframe: str = DEFAULT_TIMEFRAME) -> Path:
-    return CACHE_DIR / f"{exchange}_{symbol.replace('/', '').lower()}_{timeframe}.csv.gz"
+    folder = Path(os.environ[CACHE_DIR_ENV]) if os.environ.get(CACHE_DIR_ENV) else CACHE_DIR
+    return folder / f"{exchange}_{symbol.replace('/', '').lower()}_{timeframe}.csv.gz"
+
+
+def download_market(exchange: str, symbol: str, timeframe: str, *, since_ms: int | None = None,
+                    until_ms: int | None = None, exchange_url: str | None = None, quiet: bool = False) -> BarSeries:
+    """The candles of one market in ``[since_ms, until_ms)``, fetched into the cache only where missing.
+
+    Unlike the default data set there is no fallback: the user named this market, so a bad symbol
+    (FatalFeedError) or an unreachable exchange (RetryableFeedError) is the answer.
+    """
+    from feeds.download import download_history
+
+    cache = default_cache_path(exchange, symbol, timeframe)
+    download_history(exchange, symbol, timeframe, cache, exchange_url=exchange_url, since_ms=since_ms,
+                     until_ms=until_ms, progress=not quiet)
+    return load_bars(cache)
 
 
 def resolve_data(path: str | None, quiet: bool = False, exchange_url: str | None = None) -> BarSeries:
