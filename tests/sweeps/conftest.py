@@ -30,12 +30,12 @@ def long_candles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# PostgreSQL joins this list once the storage branch's server fixture is merged (one line).
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every sweep test runs on a SQLite file and on a fresh database of the session's PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sweeps.db'}"
-    raise NotImplementedError(request.param)
+    return request.getfixturevalue("pg_server").create_database()
 
 
 def rows(url: str, query: str, **params: object) -> list[tuple]:
