@@ -273,7 +273,7 @@ def entry_orders(params: dict[str, Any], select_series_1h: BarSeries, series: Ba
     sel_series = bars_for(select_series_1h, params.get("timeframe"))
     out: dict[str, Any] = {"selection": [], "chosen": {}, "report": []}
     with Progress(console=Console(stderr=True), transient=True) as prog:
-        n = len(SCHEDULES) * (len(ENTRY_VARIANTS) * len(args.select_seeds) + len(args.report_seeds))
+        n = len(SCHEDULES) * (len(ENTRY_VARIANTS) * len(args.select_seeds) + 2 * len(args.report_seeds))
         task = prog.add_task("entry-order runs", total=n)
         for sched, (taker, maker) in SCHEDULES.items():
             rows = []
@@ -291,16 +291,19 @@ def entry_orders(params: dict[str, Any], select_series_1h: BarSeries, series: Ba
             eligible = [r for r in rows if (r["trades"] or 0) >= args.min_trades] or rows
             best = max(eligible, key=lambda r: -1e9 if r["Sharpe"] is None else r["Sharpe"])["entry"]
             out["chosen"][sched] = best
-            p = params | ENTRY_VARIANTS[best]
             base = baselines(series, taker, report_from)
-            for seed in args.report_seeds:
-                cache = caches.setdefault(model_key(p, seed, "report"), {})
-                row, _ = evaluate(p, series, seed, taker, report_from, cache=cache, maker_fee_bps=maker)
-                prog.advance(task)
-                out["report"].append({"schedule": sched, "entry": best, "seed": seed,
-                                      **{k: _r(v) for k, v in row.items() if k != "seconds"},
-                                      "zscore return %": _r(base["zscore return %"]),
-                                      "zscore Sharpe": _r(base["zscore Sharpe"])})
+            # the chosen entry; market entries beside it for comparison only (not a choice)
+            for entry in dict.fromkeys([best, "market"]):
+                p = params | ENTRY_VARIANTS[entry]
+                for seed in args.report_seeds:
+                    cache = caches.setdefault(model_key(p, seed, "report"), {})
+                    row, _ = evaluate(p, series, seed, taker, report_from, cache=cache, maker_fee_bps=maker)
+                    prog.advance(task)
+                    out["report"].append({"schedule": sched, "entry": entry if entry == best else
+                                          f"{entry} (comparison)", "seed": seed,
+                                          **{k: _r(v) for k, v in row.items() if k != "seconds"},
+                                          "zscore return %": _r(base["zscore return %"]),
+                                          "zscore Sharpe": _r(base["zscore Sharpe"])})
             if args.json:  # keep what is done so far
                 Path(args.json).write_text(json.dumps({"entries": out}, default=str, indent=1))
     console.print(rows_table(out["selection"], title=f"ENTRY SELECTION 2018-08 → 2021-12, seeds {args.select_seeds} "
@@ -309,9 +312,10 @@ def entry_orders(params: dict[str, Any], select_series_1h: BarSeries, series: Ba
     console.print(rows_table(out["report"], title="HELD-OUT 2022-01 → end, each schedule with its chosen entry "
                                                   "(nothing changed after selection)"))
     summary = []
-    for sched in SCHEDULES:
-        rs = [r for r in out["report"] if r["schedule"] == sched]
-        summary.append({"schedule": sched, "entry": out["chosen"][sched],
+    for sched, entry in ((s_, e_) for s_ in SCHEDULES for e_ in dict.fromkeys(
+            [out["chosen"][s_], "market (comparison)" if out["chosen"][s_] != "market" else "market"])):
+        rs = [r for r in out["report"] if r["schedule"] == sched and r["entry"] == entry]
+        summary.append({"schedule": sched, "entry": entry,
                         "mean return %": _r(statistics.mean(_num(r["return %"]) for r in rs)),
                         "mean Sharpe": _r(statistics.mean(_num(r["Sharpe"]) for r in rs)),
                         "min Sharpe": _r(min(_num(r["Sharpe"]) for r in rs)),
