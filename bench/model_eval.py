@@ -12,14 +12,23 @@
    ln(O_{t+1+h}/O_{t+1})), coverage of the 80 % interval, pinball loss of the
    interval ends against climatology (the trailing year's quantiles of the same
    target, known at t), beside buy-and-hold and the z-score on the same bars.
-   Side line: the same at 2 bps per fill (a maker-like fee; the real maker/taker
-   schedule is built elsewhere, until then a lower fee_bps stands in), with the
-   cost-aware threshold recomputed for that fee.
+   Side line: the same under a Binance-USDM-like schedule (2 bps maker / 5 bps
+   taker, the broker's real maker/taker fees), the cost-aware threshold
+   recomputed for it.
+2b. ENTRY ORDERS under two fee schedules: 10 bps taker only (maker = taker,
+   the default) and a Binance-USDM-like 2 bps maker / 5 bps taker. For each
+   schedule the entry variant (market, or passive limits with an offset and an
+   expiry, ``ENTRY_VARIANTS``) is chosen on the selection span with the chosen
+   model variant, then reported on the held-out span with the report seeds,
+   side by side. The cost-aware threshold uses the schedule (maker fee for a
+   passive entry). Trained folds are shared between runs that differ only in
+   fees or entry orders (the model does not depend on them).
 3. ENSEMBLE: the chosen variant with --ensemble 3 on 3 disjoint seed sets; does
    averaging narrow the spread across seeds, and what does it cost in time?
 A losing result is printed as it is.
 
 Usage: python bench/model_eval.py [--data FILE] [--variants NAME ...] [--json OUT]
+       python bench/model_eval.py --chosen "fc h24 tweedie σ0.3 m0.5" --entries-only --select-seeds 0 1
 """
 from __future__ import annotations
 
@@ -75,29 +84,50 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Entry-order variants (ScoreReversionConfig / CLI fields), chosen per fee schedule on the selection span.
+ENTRY_VARIANTS: dict[str, dict[str, Any]] = {
+    "market": {"entry_order": "market"},
+    "passive 10bps x4": {"entry_order": "passive", "passive_offset_bps": 10.0, "passive_expiry_bars": 4},
+    "passive 25bps x4": {"entry_order": "passive", "passive_offset_bps": 25.0, "passive_expiry_bars": 4},
+    "passive 10bps x12": {"entry_order": "passive", "passive_offset_bps": 10.0, "passive_expiry_bars": 12},
+    "passive 0bps x2": {"entry_order": "passive", "passive_offset_bps": 0.0, "passive_expiry_bars": 2},
+}
+# (taker bps, maker bps)
+SCHEDULES: dict[str, tuple[float, float]] = {"10 bps taker only": (10.0, 10.0), "USDM-like 2 maker / 5 taker": (5.0, 2.0)}
+MODEL_FREE_KEYS = ("entry_order", "passive_offset_bps", "passive_expiry_bars", "cost_margin_pct",
+                   "size_by_confidence", "exit_on_reversal", "stop_loss_pct", "max_hold_bars", "unusual_gate")
+
+
+def model_key(params: dict[str, Any], seed: int, span: str) -> tuple:
+    """Runs with equal keys train identical folds (fees and entry rules do not enter the model)."""
+    return (span, seed, tuple(sorted((k, str(v)) for k, v in params.items() if k not in MODEL_FREE_KEYS)))
+
+
 def bars_for(series_1h: BarSeries, timeframe: str | None) -> BarSeries:
     return series_1h if timeframe in (None, "1h") else resample(series_1h, timeframe_to_ms(timeframe))
 
 
 def strategy_for(params: dict[str, Any], series: BarSeries, seed: int, fee_bps: float,
-                 ensemble: int = 1) -> ScoreReversion:
+                 ensemble: int = 1, maker_fee_bps: float | None = None) -> ScoreReversion:
     opts = {k: v for k, v in params.items() if k != "timeframe"}
     opts = {"train_days": 365.0, "retrain_days": 30.0} | opts | {"seed": seed, "ensemble": ensemble}
     spec = get_spec("score")
-    given = spec.with_broker(opts, long_only=False, fee_bps=fee_bps, slippage_bps=0.0)
+    given = spec.with_broker(opts, long_only=False, fee_bps=fee_bps, slippage_bps=0.0, maker_fee_bps=maker_fee_bps)
     return spec.build(spec.resolve(given), series.timeframe_ms)
 
 
 def evaluate(params: dict[str, Any], series: BarSeries, seed: int, fee_bps: float, trade_from: int | None,
-             ensemble: int = 1, cache: dict | None = None) -> tuple[dict[str, Any], ScoreReversion]:
-    """One run: metrics, IC against its own target, and (forecast variants) interval calibration."""
-    strat = strategy_for(params, series, seed, fee_bps, ensemble)
+             ensemble: int = 1, cache: dict | None = None,
+             maker_fee_bps: float | None = None) -> tuple[dict[str, Any], ScoreReversion]:
+    """One run: metrics, IC against its own target, and (forecast variants) interval calibration.
+    ``fee_bps`` is the taker fee, ``maker_fee_bps`` the resting-limit fee (None = the taker fee)."""
+    strat = strategy_for(params, series, seed, fee_bps, ensemble, maker_fee_bps)
     if cache is not None:
         strat.walk.cache = cache
     first = strat.first_decision_ts(int(series.ts_ms[0]))
     start = first if trade_from is None else max(first, trade_from)
     t0 = time.perf_counter()
-    res = run_backtest(series, strat, BrokerConfig(fee_bps=fee_bps), trade_from_ms=start)
+    res = run_backtest(series, strat, BrokerConfig(fee_bps=fee_bps, maker_fee_bps=maker_fee_bps), trade_from_ms=start)
     wall = time.perf_counter() - t0
     wf = strat.config.walk_forward
     h = wf.horizon_bars if wf.is_forecast else 1
@@ -108,6 +138,7 @@ def evaluate(params: dict[str, Any], series: BarSeries, seed: int, fee_bps: floa
     ok = yy.notna().to_numpy()
     m = res.metrics
     row = {"return %": 100 * _num(m["total_return"]), "Sharpe": m["sharpe"], "trades": m["trades"],
+           "exposure %": 100 * _num(getattr(m, "exposure", None)),
            "max DD %": 100 * _num(m["max_drawdown"]), "IC": spearman(sig.to_numpy()[ok], yy.to_numpy()[ok]),
            "coverage": None, "pinball/clim": None, "seconds": wall,
            "bh return %": 100 * _num(res.buy_and_hold["total_return"]), "bh Sharpe": res.buy_and_hold["sharpe"]}
@@ -138,7 +169,12 @@ def main() -> int:
     ap.add_argument("--report-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--min-trades", type=int, default=100)
     ap.add_argument("--fee-bps", type=float, default=10.0)
-    ap.add_argument("--maker-fee-bps", type=float, default=2.0, help="side line: a maker-like fee per fill")
+    ap.add_argument("--maker-fee-bps", type=float, default=2.0,
+                    help="side line: the maker fee of the USDM-like schedule (taker: --usdm-taker-fee-bps)")
+    ap.add_argument("--usdm-taker-fee-bps", type=float, default=5.0, help="side line: its taker fee")
+    ap.add_argument("--entries-only", action="store_true",
+                    help="skip the 10-vs-2 bps fee side line and the ensembles: run only the entry-order "
+                         "selection and report under the two fee schedules (2b)")
     ap.add_argument("--ensemble", type=int, default=3, help="members per fold in the ensemble comparison (0 = skip)")
     ap.add_argument("--variants", nargs="*", help="subset of variant names (default all)")
     ap.add_argument("--json", help="also write every number to this JSON file")
@@ -177,25 +213,36 @@ def main() -> int:
     eligible = [r for r in rows if (r["trades"] or 0) >= args.min_trades] or rows
     chosen = args.chosen or max(
         eligible, key=lambda r: -1e9 if r["Sharpe"] is None or math.isnan(r["Sharpe"]) else r["Sharpe"])["variant"]
-    console.print(f"chosen on the selection span: [bold]{chosen}[/bold] (highest mean Sharpe with ≥ "
-                  f"{args.min_trades} trades)")
+    if args.chosen:
+        console.print(f"model variant given by --chosen: [bold]{chosen}[/bold]")
+    else:
+        console.print(f"chosen on the selection span: [bold]{chosen}[/bold] (highest mean Sharpe with ≥ "
+                      f"{args.min_trades} trades)")
     out["chosen"] = chosen
 
-    # 2. report on 2022 → end, 3 seeds, at the taker fee and the maker-like side line
     params = VARIANTS[chosen]
     series = bars_for(full, params.get("timeframe"))
+    if args.entries_only:
+        out["entries"] = entry_orders(params, select_series, series, report_from, args, console)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, default=str, indent=1))
+        return 0
+
+    # 2. report on 2022 → end, 3 seeds, at the taker-only fee and the USDM-like maker/taker side line
+    #    (the strategy's own entry settings, i.e. the defaults unless the variant names them)
     report_rows = []
-    for fee in (args.fee_bps, args.maker_fee_bps):
+    for fee, maker in ((args.fee_bps, args.fee_bps), (args.usdm_taker_fee_bps, args.maker_fee_bps)):
         base = baselines(series, fee, report_from)
         for seed in args.report_seeds:
-            row, _ = evaluate(params, series, seed, fee, report_from)
-            report_rows.append({"fee bps": fee, "seed": seed, **{k: _r(v) for k, v in row.items() if k != "seconds"},
+            row, _ = evaluate(params, series, seed, fee, report_from, maker_fee_bps=maker)
+            report_rows.append({"fee bps": fee, "maker bps": maker, "seed": seed, **{k: _r(v) for k, v in row.items() if k != "seconds"},
                                 "zscore return %": _r(base["zscore return %"]),
                                 "zscore Sharpe": _r(base["zscore Sharpe"])})
         state = VARIANTS["state (signal, q0.99)"]
         if chosen != "state (signal, q0.99)":
-            row, _ = evaluate(state, bars_for(full, None), args.report_seeds[0], fee, report_from)
-            report_rows.append({"fee bps": fee, "seed": f"{args.report_seeds[0]} (state model, for comparison)",
+            row, _ = evaluate(state, bars_for(full, None), args.report_seeds[0], fee, report_from,
+                              maker_fee_bps=maker)
+            report_rows.append({"fee bps": fee, "maker bps": maker, "seed": f"{args.report_seeds[0]} (state model, for comparison)",
                                 **{k: _r(v) for k, v in row.items() if k != "seconds"},
                                 "zscore return %": _r(base["zscore return %"]),
                                 "zscore Sharpe": _r(base["zscore Sharpe"])})
@@ -203,8 +250,8 @@ def main() -> int:
             Path(args.json).write_text(json.dumps(out | {"report": report_rows}, default=str, indent=1))
     out["report"] = report_rows
     console.print(rows_table(report_rows, title=f"HELD-OUT REPORT 2022-01 → end: chosen '{chosen}' (nothing "
-                                                f"changed after selection); {args.maker_fee_bps:g} bps = maker-like "
-                                                "stand-in until the maker/taker schedule lands"))
+                                                f"changed after selection); side line: {args.maker_fee_bps:g} bps maker / "
+                                                f"{args.usdm_taker_fee_bps:g} bps taker"))
 
     # 3. ensembles: does averaging K seeds narrow the spread?
     if args.ensemble > 1:
@@ -224,6 +271,65 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(out, default=str, indent=1))
     return 0
+
+
+def entry_orders(params: dict[str, Any], select_series_1h: BarSeries, series: BarSeries, report_from: int,
+                 args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """2b: per fee schedule, choose the entry variant on the selection span, report it held-out."""
+    caches: dict[tuple, dict] = {}
+    sel_series = bars_for(select_series_1h, params.get("timeframe"))
+    out: dict[str, Any] = {"selection": [], "chosen": {}, "report": []}
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        n = len(SCHEDULES) * (len(ENTRY_VARIANTS) * len(args.select_seeds) + 2 * len(args.report_seeds))
+        task = prog.add_task("entry-order runs", total=n)
+        for sched, (taker, maker) in SCHEDULES.items():
+            rows = []
+            for name, entry in ENTRY_VARIANTS.items():
+                p = params | entry
+                runs = []
+                for seed in args.select_seeds:
+                    cache = caches.setdefault(model_key(p, seed, "select"), {})
+                    runs.append(evaluate(p, sel_series, seed, taker, None, cache=cache, maker_fee_bps=maker)[0])
+                    prog.advance(task)
+                rows.append({"schedule": sched, "entry": name,
+                             **{k: _r(statistics.mean(_num(r[k]) for r in runs))
+                                for k in ("return %", "Sharpe", "trades", "max DD %")}})
+            out["selection"] += rows
+            eligible = [r for r in rows if (r["trades"] or 0) >= args.min_trades] or rows
+            best = max(eligible, key=lambda r: -1e9 if r["Sharpe"] is None else r["Sharpe"])["entry"]
+            out["chosen"][sched] = best
+            base = baselines(series, taker, report_from)
+            # the chosen entry; market entries beside it for comparison only (not a choice)
+            for entry in dict.fromkeys([best, "market"]):
+                p = params | ENTRY_VARIANTS[entry]
+                for seed in args.report_seeds:
+                    cache = caches.setdefault(model_key(p, seed, "report"), {})
+                    row, _ = evaluate(p, series, seed, taker, report_from, cache=cache, maker_fee_bps=maker)
+                    prog.advance(task)
+                    out["report"].append({"schedule": sched, "entry": entry if entry == best else
+                                          f"{entry} (comparison)", "seed": seed,
+                                          **{k: _r(v) for k, v in row.items() if k != "seconds"},
+                                          "zscore return %": _r(base["zscore return %"]),
+                                          "zscore Sharpe": _r(base["zscore Sharpe"])})
+            if args.json:  # keep what is done so far
+                Path(args.json).write_text(json.dumps({"entries": out}, default=str, indent=1))
+    console.print(rows_table(out["selection"], title=f"ENTRY SELECTION 2018-08 → 2021-12, seeds {args.select_seeds} "
+                                                     "(choose here only)"))
+    console.print("chosen per schedule: " + "; ".join(f"{k}: {v}" for k, v in out["chosen"].items()))
+    console.print(rows_table(out["report"], title="HELD-OUT 2022-01 → end, each schedule with its chosen entry "
+                                                  "(nothing changed after selection)"))
+    summary = []
+    for sched, entry in ((s_, e_) for s_ in SCHEDULES for e_ in dict.fromkeys(
+            [out["chosen"][s_], "market (comparison)" if out["chosen"][s_] != "market" else "market"])):
+        rs = [r for r in out["report"] if r["schedule"] == sched and r["entry"] == entry]
+        summary.append({"schedule": sched, "entry": entry,
+                        "mean return %": _r(statistics.mean(_num(r["return %"]) for r in rs)),
+                        "mean Sharpe": _r(statistics.mean(_num(r["Sharpe"]) for r in rs)),
+                        "min Sharpe": _r(min(_num(r["Sharpe"]) for r in rs)),
+                        "bh Sharpe": rs[0]["bh Sharpe"], "zscore Sharpe": rs[0]["zscore Sharpe"]})
+    out["summary"] = summary
+    console.print(rows_table(summary, title="SIDE BY SIDE (held-out, mean over report seeds)"))
+    return out
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from cli.args import number
 OBJECTIVE_CHOICES = ("dsm", "ssm", "ssm-vr")  # = sorted(models.losses.OBJECTIVES); a test keeps them equal
 MODEL_TARGET_NAMES = ("state", "forecast")  # = models.walk_forward.MODEL_TARGETS (tested)
 FORECAST_METHOD_NAMES = ("tweedie", "inpaint")  # = models.forecast.FORECAST_METHODS (tested)
+ENTRY_ORDER_NAMES = ("market", "passive")  # = strategies.score_reversion.ENTRY_ORDERS (tested)
 CHOICES = {"objective": OBJECTIVE_CHOICES, "model_target": MODEL_TARGET_NAMES,
-           "forecast_method": FORECAST_METHOD_NAMES}
+           "forecast_method": FORECAST_METHOD_NAMES, "entry_order": ENTRY_ORDER_NAMES}
 
 # flag dest → parameter name, with the flag's type and help (static: building the parser imports no torch)
 SCORE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
@@ -60,6 +61,14 @@ SCORE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("inpaint_samples", "inpaint_samples", number(int, lo=2, hi=100_000), "Langevin samples per bar (inpaint; default 64)"),
     ("cost_margin_pct", "cost_margin_pct", number(float, lo=0, hi=100),
      "enter only when the expected move beats the round-trip fee+slippage by this %% (default 0.5)"),
+    ("entry_order", "entry_order", str,
+     "market: enter at the next open (taker fee); passive: rest a limit at the signal bar's close shifted "
+     "--passive-offset-bps in the trade's favour, maker fee when it rests (default passive, chosen on "
+     "2018-08 -> 2021-12 at 10 bps)"),
+    ("passive_offset_bps", "passive_offset_bps", number(float, lo=0, hi=10_000, hi_open=True),
+     "passive entry: limit price this many bps below (long) / above (short) the close (default 0)"),
+    ("passive_expiry_bars", "passive_expiry_bars", number(int, lo=1, hi=10**6),
+     "passive entry: cancel it when unfilled after this many bars (default 2)"),
 )
 # Switches: flag → (parameter, the value the flag sets).
 SCORE_SWITCHES: tuple[tuple[str, str, bool, str], ...] = (

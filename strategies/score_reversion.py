@@ -15,6 +15,17 @@ At the close of bar t (DESIGN.md "The strategy"):
   strategy is given) by ``cost_margin_pct``; optionally size by confidence
   (|mean| / half-width of the interval, capped at 1× equity); exit at the
   horizon, on a reversal of the forecast, or at the stop.
+- entries (both targets): ``entry_order="market"`` buys/sells at the next open
+  (taker fee + slippage); ``"passive"`` rests a limit at the signal bar's close
+  shifted ``passive_offset_bps`` in the trade's favour (long: C_t·(1 − k),
+  short: C_t·(1 + k)). It fills only when a later bar trades through that price
+  and expires after ``passive_expiry_bars`` bars; while it rests the strategy
+  places no other entry. The forecast is of ln(O_{t+1+h}/O_{t+1}) and the next
+  open's expected level is C_t, so the limit sits k below (above) the level
+  the forecast starts from: a fill buys the same forecast move k cheaper, at
+  the cost of missing the trades that never come back. The cost rule then
+  counts the maker fee for the entry and the taker fee + slippage for the
+  (market) exit.
 The signal, threshold and fold index go with every order, and every bar's
 signal and unusualness (quantile of ‖s‖ in the training window) is recorded.
 
@@ -38,7 +49,9 @@ from models.walk_forward import (FoldKey, FoldModel, FoldScores, WalkForward, Wa
                                  fold_from_checkpoint, model_version_record)
 from strategies.base import Context, Strategy
 
-__all__ = ["ScoreReversion", "ScoreReversionConfig", "ForecastLog", "model_version_record"]
+__all__ = ["ENTRY_ORDERS", "ScoreReversion", "ScoreReversionConfig", "ForecastLog", "model_version_record"]
+
+ENTRY_ORDERS = ("market", "passive")
 
 # DESIGN.md's window defaults are for 1h bars (365 and 30 days); on other timeframes the
 # same number of bars is used, like the feature windows, so a 1m paper run warms up on
@@ -59,8 +72,20 @@ class ScoreReversionConfig:
     slippage_bps: float = 0.0  # the broker's slippage per fill the cost rule assumes
     size_by_confidence: bool = False  # forecast target: fraction = min(1, |mean| / interval half-width)
     exit_on_reversal: bool = True  # forecast target: close when the forecast beats the cost the other way
+    maker_fee_bps: float | None = None  # the broker's resting-limit fee (None = fee_bps; set from --maker-fee-bps)
+    # Entry orders (default chosen on 2018-08 → 2021-12 at 10 bps, bench/model_eval.py --entries-only):
+    entry_order: str = "passive"  # "market": next open; "passive": a resting limit (see the module doc)
+    passive_offset_bps: float = 0.0  # passive: limit this far from the signal bar's close, in the trade's favour
+    passive_expiry_bars: int = 2  # passive: an unfilled entry is cancelled after this many bars
 
     def __post_init__(self) -> None:
+        if self.entry_order not in ENTRY_ORDERS:
+            raise ValueError(f"entry_order must be one of {', '.join(ENTRY_ORDERS)}, got {self.entry_order!r}")
+        if not (0 <= self.passive_offset_bps < 1e4) or not math.isfinite(self.passive_offset_bps):
+            raise ValueError(f"passive_offset_bps must be in [0, 10000), got {self.passive_offset_bps!r}")
+        if isinstance(self.passive_expiry_bars, bool) or int(self.passive_expiry_bars) != self.passive_expiry_bars \
+                or self.passive_expiry_bars < 1:
+            raise ValueError(f"passive_expiry_bars must be an integer >= 1, got {self.passive_expiry_bars!r}")
         if self.max_hold_bars < 1:
             raise ValueError(f"max_hold_bars must be >= 1, got {self.max_hold_bars}")
         if not 0 <= self.stop_loss_pct < 100:
@@ -74,9 +99,19 @@ class ScoreReversionConfig:
         return d
 
     @property
+    def passive(self) -> bool:
+        return self.entry_order == "passive"
+
+    @property
     def round_trip_cost(self) -> float:
-        """Fees and slippage of an entry plus an exit, as a fraction of price."""
-        return 2.0 * (self.fee_bps + self.slippage_bps) / 1e4
+        """Fees and slippage of an entry plus an exit, as a fraction of price. A market entry pays the
+        taker fee and slippage twice; a passive entry pays the maker fee (limits fill without slippage)
+        and its market exit the taker fee and slippage."""
+        taker = self.fee_bps + self.slippage_bps
+        if not self.passive:
+            return 2.0 * taker / 1e4
+        maker = self.fee_bps if self.maker_fee_bps is None else self.maker_fee_bps
+        return (maker + taker) / 1e4
 
 
 @dataclass
@@ -239,7 +274,7 @@ class ScoreReversion(Strategy):
         pos = ctx.position_qty
         info = {"signal": signal, "threshold": fold.threshold, "model_version": fold.fold_index}
         if pos == 0.0:
-            if abs(signal) <= fold.threshold or not math.isfinite(signal):
+            if abs(signal) <= fold.threshold or not math.isfinite(signal) or self._entry_resting(ctx):
                 return
             if cfg.unusual_gate is not None and unusual > cfg.unusual_gate:
                 return
@@ -268,6 +303,8 @@ class ScoreReversion(Strategy):
         if pos == 0.0:
             if direction == 0.0 or (cfg.unusual_gate is not None and unusual > cfg.unusual_gate):
                 return
+            if self._entry_resting(ctx):
+                return
             fraction = 1.0
             if cfg.size_by_confidence:
                 assert scores.forecast_low is not None and scores.forecast_high is not None
@@ -283,11 +320,21 @@ class ScoreReversion(Strategy):
             ctx.cancel_all()  # decided at the close of bar entry+h-1: fills at O_{t+1+h}, the target's end
             ctx.close("horizon", **info)
 
+    def _entry_resting(self, ctx: Context) -> bool:
+        """A passive entry (with its bracket) still rests: place no other until it fills or expires."""
+        return self.config.passive and bool(getattr(ctx, "pending_orders", None))
+
     def _enter(self, bar: Bar, ctx: Context, fraction: float, info: dict[str, Any]) -> None:
         cfg = self.config
         if fraction < 0 and cfg.long_only:
             return
-        ctx.target_percent(fraction, "entry", **info)
+        if cfg.passive:
+            k = cfg.passive_offset_bps / 1e4
+            side, price = (Side.BUY, bar.close * (1 - k)) if fraction > 0 else (Side.SELL, bar.close * (1 + k))
+            ctx.limit(side, price, "entry", target_fraction=fraction, expire_after_bars=cfg.passive_expiry_bars,
+                      **info)
+        else:
+            ctx.target_percent(fraction, "entry", **info)
         if cfg.stop_loss_pct > 0:
             if fraction > 0:
                 ctx.stop(Side.SELL, bar.close * (1 - cfg.stop_loss_pct / 100), "stop", **info)
