@@ -63,10 +63,6 @@ class ScoreModel:
         """Standardise raw feature rows with the training window's statistics, then score."""
         return self.score(self.standardizer.transform(features_raw), sigma)
 
-    def torch_score_fn(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        """Torch score function for samplers (batched, no grad needed by callers)."""
-        return self.network(x, sigma)
-
 
 @dataclass
 class Checkpoint:

@@ -312,7 +312,3 @@ class Standardizer:
             names=tuple(d.get("names", ())),
         )
 
-
-def valid_rows(features: np.ndarray) -> np.ndarray:
-    """Boolean mask of rows with every feature finite (i.e. past warm-up)."""
-    return np.all(np.isfinite(features), axis=1)
