@@ -21,10 +21,10 @@ from pathlib import Path
 from cli.args import CliParser, UsageError, http_url, number, print_error, symbol, time_text
 from domain.strict_json import dumps_strict
 
-from feeds.ccxt_candles import timeframe_ms
+from domain.times import timeframe_ms
 from feeds.errors import FatalFeedError, FeedError
 from feeds.validation import DataError
-from reporting.timeparse import parse_time_ms
+from domain.times import parse_time_ms
 
 OUTPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 

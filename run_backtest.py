@@ -37,12 +37,11 @@ from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
 from engine.backtest import ENGINES
 from engine.broker import BrokerConfig
-from feeds.series import ms_to_timeframe
+from domain.times import ms_to_text, parse_time_ms, timeframe_name
 from feeds.errors import FatalFeedError, FeedError
 from feeds.validation import DataError
 from reporting.fold_progress import FoldProgress
 from reporting.tables import metrics_table, rows_table
-from reporting.timeparse import parse_time_ms
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from strategies.params import ParamError
 
@@ -130,7 +129,7 @@ def result_payload(run_id: str, args: argparse.Namespace, outcome: BacktestOutco
         "strategy": args.strategy,
         "engine": args.engine,
         "data": {"source": series.source, "sha256": series.sha256, "bars": len(series),
-                 "timeframe": ms_to_timeframe(series.timeframe_ms), "first_ts": int(series.ts_ms[0]),
+                 "timeframe": timeframe_name(series.timeframe_ms), "first_ts": int(series.ts_ms[0]),
                  "last_ts": int(series.ts_ms[-1]), "gaps": gaps.count, "missing_bars": gaps.missing_bars,
                  "notes": list(series.notes)},
         "period": {"start_ts": result.start_ts, "end_ts": result.end_ts},
@@ -205,12 +204,6 @@ class _FoldLine:
             self.line.__exit__(None, None, None)
 
 
-def _iso(ms: int) -> str:
-    import pandas as pd
-
-    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
-
-
 def print_human(payload: dict[str, Any]) -> None:
     console = Console()
     columns = {payload["strategy"]: payload["metrics"], "buy & hold": payload["buy_and_hold"]}
@@ -221,7 +214,7 @@ def print_human(payload: dict[str, Any]) -> None:
     title = f"{payload['data']['source']} — {span}fee {payload['fee_bps']:g} bps per fill"
     console.print(metrics_table(columns, title=title))
     if payload["metrics"].get("equity_floor_hit"):
-        console.print(f"[red]equity reached zero at {_iso(payload['metrics']['equity_floor_ts'])}: the run stopped "
+        console.print(f"[red]equity reached zero at {ms_to_text(payload['metrics']['equity_floor_ts'], zone=True)}: the run stopped "
                       "trading there and closed its position at the next open[/red]")
     if payload.get("without_fees"):
         nf = {k.replace("buy_and_hold", "buy & hold"): v for k, v in payload["without_fees"].items()}

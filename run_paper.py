@@ -45,7 +45,7 @@ from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http
 from domain.redact import install_log_masking
 from domain.times import ms_to_text
 from feeds.errors import FatalFeedError, FeedError
-from feeds.series import timeframe_to_ms
+from domain.times import timeframe_ms
 from feeds.validation import DataError
 from store.db import DEFAULT_DB_URL, StoreError
 from store.lease import DEFAULT_STALE_AFTER_S, LeaseHeld, LeaseLost
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args: argparse.Namespace) -> int:
     """Checks beyond single flags, before anything is opened or written; returns the timeframe in ms."""
     try:
-        tf_ms = timeframe_to_ms(args.timeframe)
+        tf_ms = timeframe_ms(args.timeframe)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     make_strategy(args, tf_ms)  # parameter names, types and the strategy's own checks

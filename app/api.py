@@ -26,7 +26,7 @@ from app.backtest import BacktestOutcome, BacktestRequest, execute, run_and_stor
 from app.data import load_window
 from engine.broker import BrokerConfig
 from engine.metrics import BuyAndHoldInputs, buy_and_hold_curve, buy_and_hold_equity
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.validation import DataError
 from store.db import init_db
 from store.repository import find_run, load_run_columns, load_trades

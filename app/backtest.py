@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping
 from app.registry import StrategySpec, config_dict, get_spec
 from engine.backtest import BacktestResult, run_backtest
 from engine.broker import BrokerConfig
-from feeds.series import BarSeries, ms_to_timeframe
+from domain.series import BarSeries
+from domain.times import ms_to_text, timeframe_name
 from feeds.validation import DataError
 from store.repository import RunSpec, create_run, mark_run, refuse_taken_name, save_backtest
 from strategies.base import Strategy
@@ -84,7 +85,7 @@ def tradable_start(strategy: Strategy, series: BarSeries, trade_from: int | None
     start = measuring_start(strategy, series, trade_from)
     if start is not None and start > int(series.ts_ms[-1]):
         raise DataError(f"{series.source}: no bars to trade after the warm-up/training window "
-                        f"(trading would start {_iso(start)}, data ends {_iso(int(series.ts_ms[-1]))}); "
+                        f"(trading would start {ms_to_text(start, zone=True)}, data ends {ms_to_text(int(series.ts_ms[-1]), zone=True)}); "
                         "load more history or use a shorter --train-days (--param train_days=DAYS)")
     return start
 
@@ -116,7 +117,7 @@ def run_spec(request: BacktestRequest, series: BarSeries, params: Mapping[str, A
               "strategy_params": dict(params), "config": config_dict(strategy), **(extra or {})}
     return RunSpec(mode="backtest", strategy=request.strategy, initial_cash=broker.cash_quote, params=stored,
                    name=name, engine=request.engine, symbol="BTC/USDT",
-                   timeframe=ms_to_timeframe(series.timeframe_ms), data_source=series.source,
+                   timeframe=timeframe_name(series.timeframe_ms), data_source=series.source,
                    data_hash=series.sha256, trade_from_ts=request.trade_from_ms)
 
 
@@ -148,9 +149,3 @@ def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:
     r = outcome.result
     save_backtest(db, run_id, r.events, r.order_status, r.metrics.to_dict(), outcome.report,
                   model_versions=outcome.spec.model_versions(outcome.strategy), start_ts=r.start_ts, end_ts=r.end_ts)
-
-
-def _iso(ms: int) -> str:
-    import pandas as pd
-
-    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")

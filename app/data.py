@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.series import BarSeries
+from domain.times import timeframe_ms
 from feeds.default_data import download_market, resolve_data
-from feeds.series import BarSeries, timeframe_to_ms
 from feeds.validation import DataError
 
 
@@ -38,7 +39,7 @@ def load_window(path: str | None, start_ms: int | None = None, end_ms: int | Non
     if timeframe:
         from feeds.resample import resample
 
-        series = resample(series, timeframe_to_ms(timeframe))
+        series = resample(series, timeframe_ms(timeframe))
     series = series.between(start_ms, end_ms)
     if len(series) < 2:
         raise DataError(f"{series.source}: fewer than 2 bars between --start and --end")

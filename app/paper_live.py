@@ -102,10 +102,10 @@ def _open_session(settings: PaperSettings, db: Any, plan: RunPlan, strategy: Any
     if plan.resumed:
         n = session.replay(load_run_bars(db, plan.run_id))
         log.info("resumed run %s (%s): replayed %d stored candles; continuing from %s", plan.run_id[:8],
-                 settings.run_name, n, _iso(plan.since_ms))
+                 settings.run_name, n, ms_to_text(plan.since_ms, zone=True))
     else:
         log.info("new run %s (%s): warming up from %s, trading from %s", plan.run_id[:8],
-                 settings.run_name or "unnamed", _iso(plan.since_ms), _iso(plan.trade_from_ms))
+                 settings.run_name or "unnamed", ms_to_text(plan.since_ms, zone=True), ms_to_text(plan.trade_from_ms, zone=True))
     return session
 
 
@@ -123,7 +123,7 @@ def _trade(settings: PaperSettings, session: PaperSession, plan: RunPlan, client
             if not outcome.live:
                 warm_done += 1
                 if warm_done % WARMUP_LOG_EVERY_BARS == 0:
-                    log.info("warm-up: %d candles (at %s)", warm_done, _iso(bar.ts_ms))
+                    log.info("warm-up: %d candles (at %s)", warm_done, ms_to_text(bar.ts_ms, zone=True))
                 continue
             if on_live_bar is not None:
                 on_live_bar(outcome)
@@ -147,7 +147,3 @@ def _fail(session: PaperSession | None, exc: BaseException) -> None:
                      lease_token=session.lease_token)
         except Exception:  # the DB itself may be the problem, or the lease is gone; the message still goes out
             pass
-
-
-def _iso(ms: int) -> str:
-    return ms_to_text(ms, zone=True)

@@ -12,17 +12,17 @@ import json
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from domain.times import MS_PER_DAY
 from strategies.params import ParamError, ParamSpec, build_config, config_params
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
     from engine.broker import BrokerConfig
-    from feeds.series import BarSeries
-    from models.records import ModelVersionRecord
+    from domain.series import BarSeries
+    from domain.records import ModelVersionRecord
     from strategies.base import Strategy
 
 ReportFn = Callable[["Strategy", "BarSeries", "BrokerConfig", "BacktestResult", "int | None"], dict[str, Any]]
-MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from bench.reference_loop import LoopResult, zscore_loop  # noqa: E402
 from engine.backtrader_adapter import run_in_backtrader  # noqa: E402
 from engine.broker import BrokerConfig  # noqa: E402
 from engine.loop import Engine, EngineEvents  # noqa: E402
-from feeds.series import BarSeries  # noqa: E402
+from domain.series import BarSeries  # noqa: E402
 from feeds.synthetic import synthetic_bars  # noqa: E402
 from strategies.zscore import ZScoreReversion  # noqa: E402
 

@@ -56,10 +56,11 @@ from engine.backtest import run_backtest  # noqa: E402
 from engine.broker import BrokerConfig  # noqa: E402
 from feeds.files import load_bars  # noqa: E402
 from feeds.resample import resample  # noqa: E402
-from feeds.series import BarSeries, timeframe_to_ms  # noqa: E402
+from domain.series import BarSeries  # noqa: E402
+from domain.times import timeframe_ms as timeframe_to_ms  # noqa: E402
 from reporting.score_report import forecast_calibration, forward_open_returns, spearman  # noqa: E402
 from reporting.tables import rows_table  # noqa: E402
-from reporting.timeparse import parse_time_ms  # noqa: E402
+from domain.times import parse_time_ms  # noqa: E402
 from app.registry import get_spec  # noqa: E402
 from strategies.score_reversion import ScoreReversion  # noqa: E402
 from strategies.zscore import ZScoreReversion  # noqa: E402

@@ -48,7 +48,7 @@ from app.paper import PaperSession  # noqa: E402
 from app.paper_plan import PaperSettings, plan_run  # noqa: E402
 from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream  # noqa: E402
 from feeds.ccxt_live import CandleTiming, LiveCandleFeed  # noqa: E402
-from feeds.series import timeframe_to_ms  # noqa: E402
+from domain.times import timeframe_ms  # noqa: E402
 from store.db import init_db  # noqa: E402
 from store.lease import LeaseOwner  # noqa: E402
 from app.registry import make_strategy  # noqa: E402
@@ -138,7 +138,7 @@ class ServerProcess:
 def run_mode(mode: Mode, candles: int, workdir: Path) -> Result:
     import run_paper
 
-    tf_ms = timeframe_to_ms(mode.timeframe)
+    tf_ms = timeframe_ms(mode.timeframe)
     start = WARMUP + 10
     bars = random_walk_bars(start + candles + 50, timeframe_ms=tf_ms, seed=5, volatility=0.002,
                             start_ts_ms=1_748_736_000_000)
@@ -216,7 +216,7 @@ def print_table(results: list[Result]) -> None:
     print("-" * len(head))
     for r in results:
         m = r.mode
-        period = timeframe_to_ms(m.timeframe) / m.speed / 1000
+        period = timeframe_ms(m.timeframe) / m.speed / 1000
         prefix = f"{m.name:<9}{period * 1000:>11.0f} ms{m.poll_interval_s * 1000:>6.0f}ms"
         for metric, values in (("close->commit", r.close_ms), ("poll->commit", r.poll_ms),
                                ("recv->commit", r.recv_ms)):

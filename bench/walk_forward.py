@@ -34,7 +34,7 @@ from feeds.files import load_bars  # noqa: E402
 from models.features import IncrementalFeatures  # noqa: E402
 from reporting.score_report import build_score_report  # noqa: E402
 from reporting.tables import metrics_table, rows_table  # noqa: E402
-from reporting.timeparse import parse_time_ms  # noqa: E402
+from domain.times import parse_time_ms  # noqa: E402
 from app.registry import make_strategy  # noqa: E402
 from strategies.score_reversion import ScoreReversion  # noqa: E402
 

@@ -175,9 +175,9 @@ def time_text(flag: str) -> Callable[[str], str]:
     """An argparse type for a point in time: ISO-8601 (UTC unless stated) or epoch ms, 1970..2200.
 
     Returns the text unchanged (it is stored with the run as given); the caller converts it
-    with ``reporting.timeparse.parse_time_ms``, which is known to succeed.
+    with ``domain.times.parse_time_ms``, which is known to succeed.
     """
-    from reporting.timeparse import parse_time_ms
+    from domain.times import parse_time_ms
 
     def parse(text: str) -> str:
         try:

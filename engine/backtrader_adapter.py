@@ -60,6 +60,7 @@ from types import SimpleNamespace
 
 from domain.events import EngineEvents
 from domain.series import BarSeries
+from domain.times import MS_PER_DAY
 from domain.types import CANCELLED, FILLED, REJECTED, SUBMITTED, Bar, Fill, Liquidity, Order, OrderType, Side
 from engine.broker import BrokerConfig
 from engine.costs import BpsSlippage, FeeModel
@@ -70,7 +71,6 @@ from engine.sizing import plan_fill
 from strategies.base import Strategy
 
 _EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal(): backtrader's date numbers are ordinal days
-_MS_PER_DAY = 86_400_000
 
 
 @functools.cache
@@ -228,7 +228,7 @@ def run_in_backtrader(strategy: Strategy, series: BarSeries, config: BrokerConfi
     if config.slippage_bps:
         broker.set_slippage_perc(config.slippage_bps / 10_000.0, slip_open=True, slip_limit=False,
                                  slip_match=True, slip_out=True)
-    ts = series.ts_ms.astype("float64") / _MS_PER_DAY + _EPOCH_ORDINAL
+    ts = series.ts_ms.astype("float64") / MS_PER_DAY + _EPOCH_ORDINAL
     columns = (ts.tolist(), series.open.tolist(), series.high.tolist(), series.low.tolist(),
                series.close.tolist(), series.volume.tolist())
     cerebro.adddata(lib.ColumnFeed(columns=columns, timeframe=bt.TimeFrame.Minutes,

@@ -21,7 +21,7 @@ MS_PER_YEAR = 365.0 * 24 * 3600 * 1000
 
 
 class ClosedTrade(Protocol):
-    """What the trade statistics read of a closed round trip (``engine.types.Trade`` has it)."""
+    """What the trade statistics read of a closed round trip (``domain.types.Trade`` has it)."""
 
     @property
     def pnl_quote(self) -> float: ...  # net of both fills' fees, quote currency

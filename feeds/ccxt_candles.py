@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from domain.times import floor_to_timeframe, is_aligned, timeframe_ms  # noqa: F401 (re-exported)
+from domain.times import is_aligned
 from domain.types import Bar
 from feeds.validation import VALUE_COLUMNS, candle_type_problem, value_problems
 

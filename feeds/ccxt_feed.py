@@ -34,7 +34,8 @@ import ccxt
 import ccxt.pro
 
 from domain.types import Bar
-from feeds.ccxt_candles import closed_bars, rows_problem, timeframe_ms
+from feeds.ccxt_candles import closed_bars, rows_problem
+from domain.times import timeframe_ms
 from feeds.ccxt_live import LiveCandleFeed, StreamEvent
 from feeds.errors import FatalFeedError, FeedError, RateLimitedError, RetryableFeedError
 from feeds.retry import RetryPolicy

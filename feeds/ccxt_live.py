@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 from domain.types import Bar
-from feeds.ccxt_candles import floor_to_timeframe, is_aligned, timeframe_ms
+from domain.times import floor_to_timeframe, is_aligned, timeframe_ms
 from feeds.errors import FatalFeedError, FeedError, FeedStopped
 from feeds.retry import RetryPolicy, call_with_retry, interruptible_sleep
 

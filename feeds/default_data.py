@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from feeds.files import load_bars
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.synthetic import synthetic_bars
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,11 @@ import shutil
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from domain.types import Bar
-from feeds.ccxt_candles import floor_to_timeframe, is_aligned, timeframe_ms
+from domain.times import floor_to_timeframe, is_aligned, ms_to_text, timeframe_ms
 from feeds.ccxt_feed import CcxtCandleClient
 from feeds.retry import RetryPolicy, call_with_retry
 from feeds.files import load_bars
@@ -248,7 +247,7 @@ class _Progress:
         assert self._first_ts is not None
         total = None if end_ms is None else max(end_ms - self._first_ts, 1)
         self._bar.update(self._task, total=total, completed=reached_ts_ms - self._first_ts + self.tf_ms,
-                         reached=_iso(reached_ts_ms), rows=f"{rows:,}")
+                         reached=ms_to_text(reached_ts_ms, zone=True), rows=f"{rows:,}")
 
     def done(self, rows: int, gaps: list[tuple[int, int]], interrupted: bool = False) -> None:
         if not self.enabled:
@@ -261,11 +260,7 @@ class _Progress:
             gap_text = (f"; {len(gaps)} gap(s) in the exchange's data, largest "
                         f"{largest // self.tf_ms} missing candle(s)")
         state = "interrupted after" if interrupted else "done:"
-        reached = "" if self._reached_ts is None else f", reached {_iso(self._reached_ts)}"
+        reached = "" if self._reached_ts is None else f", reached {ms_to_text(self._reached_ts, zone=True)}"
         sys.stderr.write(f"{self.label}: {state} {rows:,} new rows{reached} in "
                          f"{time.monotonic() - self._started:.1f}s{gap_text}\n")
         sys.stderr.flush()
-
-
-def _iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

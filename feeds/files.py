@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.validation import VALUE_COLUMNS, DataError, order_problems, value_problems
 
 TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time", "ts", "ts_ms")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from feeds.series import BarSeries
+from domain.series import BarSeries
 
 
 def resample(series: BarSeries, timeframe_ms: int, complete_only: bool = True) -> BarSeries:

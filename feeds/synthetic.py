@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from feeds.series import BarSeries
+from domain.series import BarSeries
 
 DEFAULT_START_MS = 1_577_836_800_000  # 2020-01-01 00:00 UTC
 

@@ -11,7 +11,7 @@ import json
 from typing import Any, Iterable, Sequence, TextIO
 
 from domain.strict_json import jsonable
-from inspect_tools.timefmt import ms_to_iso
+from domain.times import ms_to_iso
 
 FORMATS = ("table", "csv", "json")
 

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from engine.metrics import METRIC_SPECS, MetricSpec
-from inspect_tools.timefmt import ms_to_text
+from domain.times import ms_to_text
 
 MISSING = "—"
 

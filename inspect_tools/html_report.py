@@ -12,7 +12,7 @@ from inspect_tools.charts import losses_figure, main_figure
 from inspect_tools.formatting import format_value, metric_kind, metric_specs, run_label
 from inspect_tools.report_data import ReportData
 from inspect_tools.summary import baselines, parameter_pairs, period_text, report_extras
-from inspect_tools.timefmt import ms_to_text
+from domain.times import ms_to_text
 from inspect_tools.views import FOLD_COLUMNS, TRADE_COLUMNS, Column, metric_column
 
 MAX_TABLE_TRADES = 5_000  # beyond this the page gets sluggish; the CSV export has them all

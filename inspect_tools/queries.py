@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from domain.redact import mask_secrets, mask_text
 from engine.metrics import drawdown
 from inspect_tools.errors import InspectError
-from inspect_tools.timefmt import TimeRange
+from domain.times import TimeRange
 from store.db import StoreError, init_db
 from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
                           TradeRow)

@@ -14,7 +14,7 @@ from inspect_tools.views import EQUITY_FIELDS
 
 
 def iso_times(ts_ms: np.ndarray) -> list[str]:
-    """``timefmt.ms_to_iso`` for many times: '2024-03-01T12:00:00Z' ('.123' only when not whole seconds)."""
+    """``domain.times.ms_to_iso`` for many times: '2024-03-01T12:00:00Z' ('.123' only when not whole seconds)."""
     whole = np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="s")
     out = [t + "Z" for t in whole.tolist()]
     frac = np.flatnonzero(ts_ms % 1000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from inspect_tools.formatting import flatten, run_label, short_id
-from inspect_tools.timefmt import ms_to_date, ms_to_iso
+from domain.times import ms_to_date, ms_to_iso
 
 Row = dict[str, Any]
 

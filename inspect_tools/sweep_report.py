@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from engine.metrics import bars_per_year
-from feeds.series import timeframe_to_ms
+from domain.times import timeframe_ms
 from inspect_tools.charts import BLUE, GREY, ORANGE, RED, _line
 from inspect_tools.formatting import format_value
 from inspect_tools.html_report import _CSS
@@ -204,7 +204,7 @@ def _annualised_sr0(runs: list[Row], summary: Row) -> float | None:
     tf = next((r["timeframe"] for r in runs if r.get("timeframe")), None)
     if not isinstance(sr0, (int, float)) or tf is None:
         return None
-    return sr0 * math.sqrt(bars_per_year(timeframe_to_ms(tf)))
+    return sr0 * math.sqrt(bars_per_year(timeframe_ms(tf)))
 
 
 def _e(text: Any) -> str:

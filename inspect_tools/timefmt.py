@@ -1,4 +1,4 @@
-"""Time stamps for the inspector: the rules live in domain/times.py (one for every command).
+"""The inspector's ``--from``/``--to`` argparse type; the rules live in domain/times.py (one for every command).
 
 ``--from`` is inclusive and ``--to`` exclusive, as ``--start``/``--end`` elsewhere: a bare date
 is its midnight UTC, so ``--from 2024-01-01 --to 2024-02-01`` is exactly January. Epoch numbers
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from domain.times import (MS_PER_DAY, TimeBound, TimeRange, ms_to_date, ms_to_iso,  # noqa: F401
-                          ms_to_text, parse_time)
+from domain.times import TimeBound, parse_time
 
 
 def time_arg(text: str) -> TimeBound:

@@ -16,8 +16,9 @@ import pandas as pd
 
 from engine.backtest import BacktestResult, buy_and_hold_metrics, run_backtest
 from engine.broker import BrokerConfig
+from domain.series import BarSeries
+from domain.times import MS_PER_DAY, ms_to_date
 from domain.types import SignalPoint
-from feeds.series import BarSeries
 from strategies.score_reversion import ScoreReversion
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 
@@ -74,7 +75,7 @@ def forecast_calibration(strategy: ScoreReversion, series: BarSeries, from_ts: i
     y_all = forward_open_returns(series, h)
     lo_level, hi_level = (1 - wf.interval) / 2, (1 + wf.interval) / 2
     past = y_all.shift(h + 1)
-    window = int(round(365 * 86_400_000 / series.timeframe_ms))
+    window = int(round(365 * MS_PER_DAY / series.timeframe_ms))
     clim_lo = past.rolling(window, min_periods=window // 4).quantile(lo_level).reindex(fc.index)
     clim_hi = past.rolling(window, min_periods=window // 4).quantile(hi_level).reindex(fc.index)
     y = y_all.reindex(fc.index)
@@ -139,8 +140,8 @@ def fold_table(strategy: ScoreReversion, result: BacktestResult, initial_cash: f
         check = fold.sample_check or {}
         rows.append({
             "fold": fold.fold_index,
-            "train": f"{_day(fold.train_start_ts)}→{_day(fold.train_end_ts)}",
-            "trade": f"{_day(fold.trade_start_ts)}→{_day(fold.trade_end_ts)}",
+            "train": f"{ms_to_date(fold.train_start_ts)}→{ms_to_date(fold.train_end_ts)}",
+            "trade": f"{ms_to_date(fold.trade_start_ts)}→{ms_to_date(fold.trade_end_ts)}",
             "steps": fold.steps,
             "train_loss": _round(fold.train_loss),
             "val_loss": _round(fold.val_loss),
@@ -151,10 +152,6 @@ def fold_table(strategy: ScoreReversion, result: BacktestResult, initial_cash: f
             "return_pct": _round(100 * (end_eq / start_eq - 1)) if start_eq else None,
         })
     return rows
-
-
-def _day(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:

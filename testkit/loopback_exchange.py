@@ -61,7 +61,7 @@ from typing import Any, Sequence
 from aiohttp import WSMsgType, web
 
 from domain.types import Bar
-from feeds.ccxt_candles import is_aligned, timeframe_ms
+from domain.times import is_aligned, timeframe_ms
 
 log = logging.getLogger("testkit.loopback_exchange")
 

@@ -15,9 +15,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from engine.backtrader_adapter import BacktraderRun, run_in_backtrader
 from engine.broker import BrokerConfig
 from engine.loop import Engine, EngineEvents
-from engine.types import Side
+from domain.types import Side
 from feeds.files import load_bars
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.synthetic import synthetic_bars
 from strategies.base import Strategy
 from strategies.buy_and_hold import BuyAndHold

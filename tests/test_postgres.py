@@ -138,7 +138,7 @@ def test_paper_run_on_postgres_survives_sigkill_and_equals_the_backtest(pg_url: 
                                          "ORDER BY seq", (run.id,))}
         engine.dispose()
         assert run.status == "stopped"
-        from engine.types import Bar
+        from domain.types import Bar
         _, expected = backtest_rows([Bar(*b) for b in consumed], "zscore", run.trade_from_ts, tmp_path)
         assert len(actual["equity"]) == live and len(expected["trades"]) >= 3
         assert_same_rows(actual, expected, tables=("equity", "signals", "trades"))

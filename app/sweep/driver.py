@@ -30,7 +30,7 @@ from app.sweep.worker import TaskResult, run_task
 from domain.events import EngineEvents
 from engine.metrics import bars_per_year
 from feeds.files import file_sha256
-from feeds.series import ms_to_timeframe, timeframe_to_ms
+from domain.times import timeframe_name, timeframe_ms
 from feeds.validation import DataError
 from store.repository import RunSpec, load_equity
 from store.sweeps import FinishedRun, SweepLink, finish_sweep, open_sweep, save_sweep_run, stored_configs, sweep_runs
@@ -308,7 +308,7 @@ def save_result(db: Any, sweep_id: str, task: SweepTask, result: TaskResult) -> 
               "timeframe_ms": result.timeframe_ms}
     spec = RunSpec(mode="backtest", strategy=task.strategy, initial_cash=task.broker["cash_quote"],
                    params=json.loads(json.dumps(params, default=list)), symbol="BTC/USDT",
-                   timeframe=ms_to_timeframe(result.timeframe_ms) if result.timeframe_ms else None,
+                   timeframe=timeframe_name(result.timeframe_ms) if result.timeframe_ms else None,
                    data_source=result.data_source or task.data_path, data_hash=task.data_hash,
                    trade_from_ts=task.select_until_ms if task.role == "holdout" else None)
     link = SweepLink(sweep_id, task.role, task.config_hash, json.loads(json.dumps(task.swept, default=list)),
@@ -368,7 +368,7 @@ def selection_stats(db: Any, trials: list[dict[str, Any]], best: dict[str, Any])
     per_period = []
     for r in done:
         s = (r["metrics"] or {}).get("sharpe")
-        bpy = bars_per_year(timeframe_to_ms(r["timeframe"])) if r["timeframe"] else 1.0
+        bpy = bars_per_year(timeframe_ms(r["timeframe"])) if r["timeframe"] else 1.0
         per_period.append(float(s) / math.sqrt(bpy) if isinstance(s, (int, float)) else 0.0)
     track = [r for r in done if r["data_path"] == best["data_path"] and r["seed"] == best["seed"]]
     returns = _aligned_returns(db, track)

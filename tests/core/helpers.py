@@ -5,7 +5,7 @@ from typing import Any, Callable, Sequence
 
 from engine.broker import BrokerConfig
 from engine.loop import Engine, EngineEvents
-from engine.types import Bar, Fill, Side, Trade
+from domain.types import Bar, Fill, Side, Trade
 from strategies.base import Strategy
 
 T0_MS = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000  # an hour-aligned open time

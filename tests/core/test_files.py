@@ -13,7 +13,7 @@ import pytest
 
 from feeds.files import load_bars
 from feeds.resample import resample
-from feeds.series import BarSeries, GapReport
+from domain.series import BarSeries, GapReport
 from feeds.synthetic import synthetic_bars
 from feeds.validation import DataError, candle_problem
 

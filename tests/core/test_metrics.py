@@ -17,8 +17,8 @@ from engine.broker import BrokerConfig
 from engine.loop import Engine
 from engine.metrics import (METRIC_KEYS, METRIC_SPECS, BuyAndHoldInputs, Metrics, buy_and_hold, buy_and_hold_curve,
                             compute_metrics, drawdown, max_drawdown)
-from engine.types import Bar
-from feeds.series import BarSeries
+from domain.types import Bar
+from domain.series import BarSeries
 from tests.core.helpers import Scripted
 
 DAY_MS = 86_400_000

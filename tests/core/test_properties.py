@@ -12,7 +12,7 @@ from engine.broker import BrokerConfig
 from engine.loop import Engine, EngineEvents
 from engine.metrics import bars_per_year, buy_and_hold_equity, compute_metrics, max_drawdown
 from engine.portfolio import Portfolio
-from engine.types import Bar, Side
+from domain.types import Bar, Side
 from feeds.synthetic import synthetic_bars
 from strategies.buy_and_hold import BuyAndHold
 from strategies.zscore import ZScoreConfig, ZScoreReversion

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 import store.repository as repo
 from engine.broker import BrokerConfig
 from engine.loop import Engine, EngineEvents
-from engine.types import Order, OrderType, SignalPoint
+from domain.types import Order, OrderType, SignalPoint
 from feeds.synthetic import synthetic_bars
 from store.db import StoreError, init_db
 from store.models import SCHEMA_VERSION, EquityRow, OrderRow, RunRow, SeriesChunkRow

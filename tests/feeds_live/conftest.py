@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 from feeds.retry import RetryPolicy
 from testkit.candles import random_walk_bars
 from testkit.loopback_exchange import LoopbackExchange

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 from tests.paper.helpers import (PaperProcess, assert_same_rows, backtest_rows, check_run_integrity, frozen_server,
                                  make_bars, paper_args, query, release_clock, run_row, stored_bars, table_rows)
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from engine.broker import BrokerConfig
 from engine.loop import Engine as BarEngine
 from engine.metrics import buy_and_hold_equity, compute_metrics
-from engine.types import Bar, Side
+from domain.types import Bar, Side
 from feeds.synthetic import synthetic_bars
 from store.db import init_db
 from store.repository import ModelVersionRecord, RunSpec, create_run, save_backtest

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from inspect_tools.export import with_iso_times, write_rows
 from inspect_tools.queries import open_reader
 from inspect_tools.series_export import iso_times, write_equity_csv, write_equity_json
-from inspect_tools.timefmt import ms_to_iso
+from domain.times import ms_to_iso
 from inspect_tools.views import EQUITY_FIELDS, EQUITY_TIMES
 
 

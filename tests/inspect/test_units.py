@@ -8,7 +8,7 @@ from engine.metrics import buy_and_hold_equity, max_drawdown
 from inspect_tools.curves import buy_and_hold, thin_indices
 from inspect_tools.formatting import format_value, metric_specs
 from inspect_tools.queries import drawdown
-from inspect_tools.timefmt import TimeRange, ms_to_iso, parse_time
+from domain.times import TimeRange, ms_to_iso, parse_time
 
 DAY = 86_400_000
 JAN1 = 1_704_067_200_000  # 2024-01-01 00:00 UTC

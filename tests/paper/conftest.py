@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 from testkit.loopback_exchange import LoopbackExchange
 
 from .helpers import (FAKE_KEY, FAKE_SECRET, SCORE_OPTS, SCORE_WARMUP, PaperProcess, child_env, frozen_server,

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from engine.types import Bar
+from domain.types import Bar
 from tests.series_oracle import series_rows
 from testkit.candles import random_walk_bars, write_candles_csv
 from testkit.loopback_exchange import LoopbackExchange

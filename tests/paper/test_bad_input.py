@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 
 from .conftest import PaperRun
 from .helpers import PaperProcess, count_bars, frozen_server, paper_args, query, run_row, table_rows

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 from testkit.loopback_exchange import LoopbackExchange
 
 from .helpers import (TF_MS, ZSCORE_WARMUP, PaperProcess, assert_same_rows, backtest_rows, check_run_integrity,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from engine.types import Bar
+from domain.types import Bar
 
 from .conftest import SCORE_LIVE, ZSCORE_LIVE, PaperRun
 from .helpers import (SCORE_OPTS, SCORE_WARMUP, TF_MS, ZSCORE_WARMUP, PaperProcess, assert_same_rows,

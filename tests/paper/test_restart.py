@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 from tests.series_oracle import series_rows
 
 from .conftest import SCORE_LIVE, SCORE_START

@@ -10,7 +10,7 @@ import pytest
 from engine.backtest import run_backtest
 from engine.broker import BrokerConfig
 from engine.loop import Engine
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.synthetic import synthetic_bars
 from models.training import TrainConfig
 from models.walk_forward import WalkForwardConfig, fold_from_checkpoint

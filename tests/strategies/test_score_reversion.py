@@ -8,7 +8,7 @@ import pytest
 
 from engine.broker import BrokerConfig
 from engine.loop import Engine
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.synthetic import synthetic_bars
 from models.features import compute_features
 from models.training import TrainConfig
