@@ -47,7 +47,7 @@ from engine.broker import BrokerConfig  # noqa: E402
 from app.paper import PaperSession  # noqa: E402
 from app.paper_plan import PaperSettings, plan_run  # noqa: E402
 from feeds.ccxt_feed import CcxtCandleClient, CcxtKlineStream  # noqa: E402
-from feeds.ccxt_live import CandleTiming, LiveCandleFeed  # noqa: E402
+from feeds.live_candles import CandleTiming, LiveCandleFeed  # noqa: E402
 from domain.times import timeframe_ms  # noqa: E402
 from store.db import init_db  # noqa: E402
 from store.lease import LeaseOwner  # noqa: E402

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from domain.redact import mask_text, mask_url
 
-# Column widths of the runs table (store/models.py): a longer value would fail at INSERT time.
+# Column widths of the runs table (store/schema.py): a longer value would fail at INSERT time.
 RUN_NAME_MAX = 200
 SYMBOL_MAX = 64
 TIMEFRAME_MAX = 16

@@ -11,7 +11,7 @@ What lives here (STYLE.md §8):
   retry through ``feeds/retry.py``.
 * :class:`CcxtKlineStream` runs ccxt.pro ``watch_ohlcv`` in a private asyncio
   loop on a background thread and reports candles closed on the socket.
-* :func:`open_live_feed` wires those into :class:`feeds.ccxt_live.LiveCandleFeed`.
+* :func:`open_live_feed` wires those into :class:`feeds.live_candles.LiveCandleFeed`.
 
 There is deliberately no function that places, edits or cancels an order.
 API keys are read from the environment only (``<EXCHANGE>_API_KEY`` /
@@ -34,9 +34,9 @@ import ccxt
 import ccxt.pro
 
 from domain.types import Bar
-from feeds.ccxt_candles import closed_bars, rows_problem
+from feeds.candle_pages import closed_bars, rows_problem
 from domain.times import timeframe_ms
-from feeds.ccxt_live import LiveCandleFeed, StreamEvent
+from feeds.live_candles import LiveCandleFeed, StreamEvent
 from feeds.errors import FatalFeedError, FeedError, RateLimitedError, RetryableFeedError
 from feeds.retry import RetryPolicy
 from domain.redact import mask_text, mask_url

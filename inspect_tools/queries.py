@@ -23,7 +23,7 @@ from engine.metrics import drawdown
 from inspect_tools.errors import InspectError
 from domain.times import TimeRange
 from store.db import StoreError, init_db
-from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
+from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
                           TradeRow)
 from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
 
 from store.migrations import BASELINE, HEAD, REVISIONS, SCRIPT_LOCATION
-from store.models import SCHEMA_VERSION
+from store.schema import SCHEMA_VERSION
 
 DEFAULT_DB_URL = "sqlite:///btc_score.db"
 UPGRADE_HINT = "back it up, then upgrade it with: python -m store upgrade --db URL (or pass --upgrade-db)"
@@ -229,7 +229,7 @@ def _migrate(engine: Engine, state: SchemaState) -> None:
 
 def _create_missing_baseline_tables(conn: Connection) -> None:
     """Old files may predate a baseline table (the schema then allowed adding tables without a bump)."""
-    from store.models import Base
+    from store.schema import Base
 
     present = set(inspect(conn).get_table_names())
     tables = [t for name, t in Base.metadata.tables.items() if name in BASELINE_COLUMNS and name not in present]

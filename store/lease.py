@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from store.db import StoreError
-from store.models import RunLeaseRow
+from store.schema import RunLeaseRow
 
 log = logging.getLogger("store.lease")
 DEFAULT_STALE_AFTER_S = 60.0

@@ -28,7 +28,7 @@ from domain.strict_json import jsonable
 from domain.records import ModelVersionRecord
 from store.db import StoreError
 from store.lease import verify_and_renew
-from store.models import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
+from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
                           TradeRow)
 from store.provenance import code_version, utc_now_iso
 from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 from sqlalchemy import Connection, delete, func, insert, select
 
-from store.models import EquityRow, SeriesChunkRow, SignalRow
+from store.schema import EquityRow, SeriesChunkRow, SignalRow
 from store.series_codec import decode, decode_mask, encode, encode_mask
 
 CHUNK_ROWS = 262_144

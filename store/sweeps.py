@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from domain.events import EngineEvents
 from domain.records import ModelVersionRecord
 from store.db import StoreError
-from store.models import RunRow, SweepRow, SweepRunRow
+from store.schema import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
 from store.repository import RunSpec, new_run_row, write_backtest
 

@@ -23,7 +23,7 @@ import run_backtest
 from feeds.synthetic import synthetic_bars
 from cli.inspect_trades import main as inspect_main
 from store.db import StoreError, init_db
-from store.models import Base
+from store.schema import Base
 from tests.paper.helpers import (PaperProcess, backtest_rows, frozen_server, make_bars, paper_args,
                                  release_clock, assert_same_rows)
 from tests.series_oracle import series_rows

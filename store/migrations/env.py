@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from store.models import Base
+from store.schema import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only store.db drives migrations

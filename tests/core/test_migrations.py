@@ -22,7 +22,7 @@ import run_backtest
 from feeds.synthetic import synthetic_bars
 from store.db import StoreError, init_db
 from store.migrations import HEAD, REVISIONS, SCRIPT_LOCATION
-from store.models import Base
+from store.schema import Base
 from store.repository import count_rows, get_run, load_series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_head_matches_the_orm_models(tmp_path: Path) -> None:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     finally:
         engine.dispose()
-    assert diff == [], f"migrations and store/models.py differ; add a migration: {diff}"
+    assert diff == [], f"migrations and store/schema.py differ; add a migration: {diff}"
 
 
 def test_older_file_is_refused_without_the_flag_and_left_untouched(old_db: Path, capsys) -> None:

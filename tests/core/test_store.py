@@ -18,7 +18,7 @@ from engine.loop import Engine, EngineEvents
 from domain.types import Order, OrderType, SignalPoint
 from feeds.synthetic import synthetic_bars
 from store.db import StoreError, init_db
-from store.models import SCHEMA_VERSION, EquityRow, OrderRow, RunRow, SeriesChunkRow
+from store.schema import SCHEMA_VERSION, EquityRow, OrderRow, RunRow, SeriesChunkRow
 from store.repository import BarCommit, RunSpec, commit_bars, count_rows, create_run, get_run, mark_run, save_backtest
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 from tests.core.helpers import make_bar, make_fill, ts

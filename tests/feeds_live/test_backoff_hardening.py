@@ -16,7 +16,7 @@ import time
 import pytest
 
 from feeds.ccxt_feed import CcxtCandleClient, open_live_feed
-from feeds.ccxt_live import LIVE_RETRY_POLICY
+from feeds.live_candles import LIVE_RETRY_POLICY
 from feeds.errors import RateLimitedError
 from feeds.retry import RetryPolicy, call_with_retry
 

@@ -54,7 +54,7 @@ def test_no_code_path_places_orders() -> None:
     """The feed module never calls an order/withdraw method of ccxt."""
     forbidden = {"create_order", "createOrder", "edit_order", "cancel_order", "withdraw", "transfer",
                  "create_market_order", "create_limit_order"}
-    for module in (ccxt_feed, __import__("feeds.ccxt_live", fromlist=["x"]),
+    for module in (ccxt_feed, __import__("feeds.live_candles", fromlist=["x"]),
                    __import__("feeds.download", fromlist=["x"])):
         tree = ast.parse(Path(inspect.getfile(module)).read_text())
         names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from store.db import init_db
 from store.lease import LeaseHeld, LeaseLost, LeaseOwner, acquire_lease, release_lease, renew_lease
-from store.models import RunLeaseRow
+from store.schema import RunLeaseRow
 from store.repository import RunSpec, create_run, mark_run
 
 @pytest.fixture(scope="module")

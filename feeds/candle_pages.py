@@ -1,4 +1,5 @@
-"""Pure candle helpers for the exchange feeds (no I/O, no ccxt import).
+"""Pure helpers for a page of exchange candles (ccxt OHLCV rows): check it, keep closed bars.
+No I/O, no ccxt import.
 
 Timeframes are ccxt-style strings: ``"1s"``, ``"1m"``, ``"15m"``, ``"1h"``, ``"4h"``,
 ``"1d"``, ``"3d"``, ``"1w"``. Calendar months (``"1M"``) are not supported: their
