@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.types import Bar
+from domain.types import Bar
 
 from .helpers import (SCORE_OPTS, SCORE_WARMUP, PaperProcess, assert_same_rows, backtest_rows,
                       check_run_integrity, frozen_server, paper_args, release_clock, run_row, stored_bars,

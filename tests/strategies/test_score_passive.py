@@ -11,7 +11,7 @@ import pytest
 from engine.backtest import run_backtest
 from engine.broker import BrokerConfig
 from engine.loop import Engine
-from feeds.series import BarSeries
+from domain.series import BarSeries
 from feeds.synthetic import synthetic_bars
 from app.registry import make_strategy
 from strategies.score_reversion import ScoreReversion, ScoreReversionConfig
