@@ -31,11 +31,11 @@ from models.checkpoint import ScoreModel, checkpoint_from_bytes, checkpoint_to_b
 from models.features import FeatureSpec, Standardizer
 from models.forecast import FORECAST_METHODS, InpaintSettings, forecast_targets, inpaint_samples, tweedie_forecast
 from domain.records import ModelVersionRecord
+from domain.times import MS_PER_DAY
 from models.sample_check import check_samples
 from models.training import TrainConfig, train_score_model
 
 log = logging.getLogger(__name__)
-MS_PER_DAY = 86_400_000
 
 
 MODEL_TARGETS = ("state", "forecast")
