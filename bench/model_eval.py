@@ -65,7 +65,8 @@ from app.registry import get_spec  # noqa: E402
 from strategies.score_reversion import ScoreReversion  # noqa: E402
 from strategies.zscore import ZScoreReversion  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusdt_1h_binance_2017-2026.csv.gz"
+# The real BTC/USDT 1h history, as `download_data.py` (defaults) writes it; or pass --data FILE.
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data_cache" / "binance_btcusdt_1h.csv.gz"
 SELECT_END = "2022-01-01"  # bars before this only, for choosing
 REPORT_FROM = "2022-01-01"
 

@@ -38,7 +38,8 @@ from domain.times import parse_time_ms  # noqa: E402
 from app.registry import make_strategy  # noqa: E402
 from strategies.score_reversion import ScoreReversion  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusdt_1h_binance_2017-2026.csv.gz"
+# The real BTC/USDT 1h history, as `download_data.py` (defaults) writes it; or pass --data FILE.
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data_cache" / "binance_btcusdt_1h.csv.gz"
 
 
 def peak_rss_mb() -> float:
