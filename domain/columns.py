@@ -12,6 +12,7 @@ the arrays without building per-bar objects.
 from __future__ import annotations
 
 from array import array
+from operator import itemgetter
 from typing import Any, Iterator, Sequence, overload
 
 import numpy as np
@@ -52,24 +53,42 @@ class SignalLog(Sequence[SignalPoint]):
         self._version = array("q")
         self._missing = bytearray()  # per point: bit 0 threshold, bit 1 unusualness, bit 2 model_version
         self._recent: list[SignalPoint] = []
-        self.append = self._append  # bound once: the engine calls it every bar
+        # The engine calls this every bar: list.append itself (a C call), with no Python frame.
+        # The owner calls compact_if_due() now and then (the engine: every 65,536 bars).
+        self.append = self._recent.append
         for p in points:
-            self._append(p)
+            self.append(p)
+            self.compact_if_due()
 
-    def _append(self, point: SignalPoint) -> None:
-        recent = self._recent
-        recent.append(point)
-        if len(recent) >= COMPACT_EVERY:
+    def compact_if_due(self) -> None:
+        """Move the recent points into the typed arrays once there are COMPACT_EVERY of them."""
+        if len(self._recent) >= COMPACT_EVERY:
             self._compact()
 
     def _compact(self) -> None:
-        recent, self._recent = self._recent, []
-        self._ts.extend([p[0] for p in recent])
-        self._signal.extend([p[1] for p in recent])
-        self._threshold.extend([0.0 if p[2] is None else p[2] for p in recent])
-        self._unusual.extend([0.0 if p[3] is None else p[3] for p in recent])
-        self._version.extend([0 if p[4] is None else p[4] for p in recent])
-        self._missing.extend([(p[2] is None) | (p[3] is None) << 1 | (p[4] is None) << 2 for p in recent])
+        recent = self._recent[:]
+        self._recent.clear()  # the same list: ``append`` stays bound to it
+        if not recent:
+            return
+        ts, signal, threshold, unusual, version = (tuple(map(itemgetter(k), recent)) for k in range(5))
+        self._ts.extend(ts)
+        self._signal.extend(signal)
+        n, mask, uniform = len(recent), 0, True
+        for bit, col, target, zero in ((1, threshold, self._threshold, 0.0), (2, unusual, self._unusual, 0.0),
+                                       (4, version, self._version, 0)):
+            nones = col.count(None)
+            if nones == 0:
+                target.extend(col)
+            elif nones == n:  # never recorded (e.g. no model): zeros, flagged missing
+                target.extend(array(target.typecode, [zero]) * n)
+                mask |= bit
+            else:
+                target.extend([zero if v is None else v for v in col])
+                uniform = False
+        if uniform:
+            self._missing.extend(bytes([mask]) * n)
+        else:
+            self._missing.extend([(p[2] is None) | (p[3] is None) << 1 | (p[4] is None) << 2 for p in recent])
 
     def __len__(self) -> int:
         return len(self._ts) + len(self._recent)

@@ -106,6 +106,8 @@ class Engine(StrategyContext):
             raise DataError(f"bars out of order: {ts} after {self._last_ts}")
         self._last_ts = ts
         self.bar_index += 1
+        if not self.bar_index & 0xFFFF:  # every 65,536 bars: per-bar signals into typed arrays
+            self.events.signals.compact_if_due()
         if self.broker.pending:
             fills, trades = self.broker.process(bar, self.bar_index)
             if fills:
