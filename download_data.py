@@ -18,13 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.args import CliParser, UsageError, http_url, number, print_error, symbol, time_text
+from cli.args import CliParser, UsageError, http_url, number, print_error, symbol, time_text, timeframe
 from domain.strict_json import dumps_strict
-
-from domain.times import timeframe_ms
+from domain.times import parse_time_ms, timeframe_ms
 from feeds.errors import FatalFeedError, FeedError
 from feeds.validation import DataError
-from domain.times import parse_time_ms
 
 OUTPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
@@ -33,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exchange", default="binance", help="ccxt exchange id (default %(default)s)")
     p.add_argument("--symbol", type=symbol, default="BTC/USDT", help="market symbol in ccxt form (default %(default)s)")
-    p.add_argument("--timeframe", default="1h", help="candle timeframe, e.g. 1m, 15m, 1h, 4h, 1d (default %(default)s)")
+    p.add_argument("--timeframe", type=timeframe, default="1h", help="candle timeframe, e.g. 1m, 15m, 1h, 4h, 1d (default %(default)s)")
     p.add_argument("--since", type=time_text("--since"), help="first candle open time, inclusive (ISO-8601 UTC or epoch ms); "
                                    "default: the exchange's first candle, or the end of --out")
     p.add_argument("--until", type=time_text("--until"), help="stop before this open time, exclusive (default: the last closed candle)")
@@ -52,44 +50,37 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         request = _validated(args)
     except (UsageError, ValueError) as exc:
-        return _fail(str(exc))
-    from feeds.download import download_history, read_cache  # ccxt loads only for a valid request
+        return print_error(exc)
+    from feeds.download import download_history  # ccxt loads only for a valid request
+    from feeds.files import load_bars
 
     try:
         path = download_history(args.exchange, args.symbol, args.timeframe, request["out"],
                                 exchange_url=args.exchange_url, since_ms=request["since_ms"],
                                 until_ms=request["until_ms"], progress=not (args.quiet or args.json),
                                 timeout_ms=args.timeout_ms)
-        bars = read_cache(path)
+        series = load_bars(path, timeframe_ms(args.timeframe))
     except (FatalFeedError, DataError) as exc:
-        return _fail(str(exc))
+        return print_error(exc)
     except FeedError as exc:
-        return _fail(f"the exchange could not be reached: {exc}", status=1)
+        return print_error(f"the exchange could not be reached: {exc}", status=1)
     except KeyboardInterrupt:
-        return _fail("interrupted; complete pages were kept and the next call resumes", status=130)
-    tf_ms = request["tf_ms"]
-    gaps = [(a.ts_ms, b.ts_ms) for a, b in zip(bars, bars[1:]) if b.ts_ms - a.ts_ms > tf_ms]
+        return print_error("interrupted; complete pages were kept and the next call resumes", status=130)
+    gaps = series.gaps()
     summary = {
         "file": str(path), "exchange": args.exchange, "symbol": args.symbol, "timeframe": args.timeframe,
-        "rows": len(bars), "first_ts": bars[0].ts_ms if bars else None, "last_ts": bars[-1].ts_ms if bars else None,
-        "gaps": len(gaps), "missing_candles": sum((b - a) // tf_ms - 1 for a, b in gaps),
+        "rows": len(series), "first_ts": int(series.ts_ms[0]), "last_ts": int(series.ts_ms[-1]),
+        "gaps": gaps.count, "missing_candles": gaps.missing_bars,
     }
     if args.json:
         print(dumps_strict(summary))
     elif not args.quiet:
-        print(f"{path}: {len(bars):,} candles, {summary['gaps']} gap(s), "
-              f"{summary['missing_candles']} missing candle(s)")
+        print(f"{path}: {len(series):,} candles, {gaps.describe()}")
     return 0
 
 
 def _validated(args: argparse.Namespace) -> dict:
     """Every argument checked before any request is made or any file is touched."""
-    try:
-        tf_ms = timeframe_ms(args.timeframe)
-    except Exception:
-        raise ValueError(f"--timeframe: {args.timeframe!r} is not a timeframe such as 1m, 1h or 1d") from None
-    if not 0 < args.timeout_ms <= 600_000:
-        raise ValueError(f"--timeout-ms: must be between 1 and 600000, got {args.timeout_ms}")
     if "/" not in args.symbol:
         raise ValueError(f"--symbol: {args.symbol!r} is not a ccxt symbol such as BTC/USDT")
     since_ms = parse_time_ms(args.since, "--since")
@@ -106,11 +97,7 @@ def _validated(args: argparse.Namespace) -> dict:
         raise ValueError(f"--out: {out} must end in .csv, .csv.gz or .parquet")
     if out.exists() and out.is_dir():
         raise ValueError(f"--out: {out} is a directory")
-    return {"tf_ms": tf_ms, "since_ms": since_ms, "until_ms": until_ms, "out": out}
-
-
-def _fail(message: str, status: int = 2) -> int:
-    return print_error(message, status)  # one line, URLs masked
+    return {"since_ms": since_ms, "until_ms": until_ms, "out": out}
 
 
 if __name__ == "__main__":
