@@ -3,8 +3,8 @@
 :class:`Column`: a typed array (8 bytes per value) that still compares equal to a list.
 :class:`SignalLog`: the per-bar signal record.
 
-Appending stays one C call per bar (a tuple into a short list); every ``COMPACT_EVERY``
-points the list is moved into typed arrays (int64 times, float64 values, with a
+Appending stays cheap: one ``list.append`` per field (C calls, no object per bar); every
+``COMPACT_EVERY`` points the lists are moved into typed arrays (int64 times, float64 values, with a
 missing-value flag for the optional fields). Reading gives :class:`SignalPoint` objects
 back exactly (``None`` stays ``None``, floats bit for bit); ``columns()`` hands the store
 the arrays without building per-bar objects.
@@ -12,8 +12,7 @@ the arrays without building per-bar objects.
 from __future__ import annotations
 
 from array import array
-from operator import itemgetter
-from typing import Any, Iterator, Sequence, overload
+from typing import Any, Callable, Iterator, Sequence, overload
 
 import numpy as np
 
@@ -43,7 +42,7 @@ class Column(array):
 class SignalLog(Sequence[SignalPoint]):
     """An append-only sequence of SignalPoint (ts_ms, signal, threshold, unusualness, model_version)."""
 
-    __slots__ = ("_ts", "_signal", "_threshold", "_unusual", "_version", "_missing", "_recent", "append")
+    __slots__ = ("_ts", "_signal", "_threshold", "_unusual", "_version", "_missing", "_recent")
 
     def __init__(self, points: Sequence[SignalPoint] = ()) -> None:
         self._ts = array("q")
@@ -52,28 +51,37 @@ class SignalLog(Sequence[SignalPoint]):
         self._unusual = array("d")
         self._version = array("q")
         self._missing = bytearray()  # per point: bit 0 threshold, bit 1 unusualness, bit 2 model_version
-        self._recent: list[SignalPoint] = []
-        # The engine calls this every bar: list.append itself (a C call), with no Python frame.
-        # The owner calls compact_if_due() now and then (the engine: every 65,536 bars).
-        self.append = self._recent.append
+        # The newest points, one plain list per field: the engine appends each field with
+        # list.append itself (C calls, no tuple per bar); compact_if_due() moves them on.
+        self._recent: tuple[list, list, list, list, list] = ([], [], [], [], [])
         for p in points:
             self.append(p)
             self.compact_if_due()
 
+    def appenders(self) -> tuple[Callable[[Any], None], ...]:
+        """The five field appenders (ts, signal, threshold, unusualness, model_version), for hot loops.
+
+        Call all five once per point; the owner calls :meth:`compact_if_due` now and then.
+        """
+        return tuple(column.append for column in self._recent)
+
+    def append(self, point: SignalPoint) -> None:
+        for column, value in zip(self._recent, point):
+            column.append(value)
+
     def compact_if_due(self) -> None:
         """Move the recent points into the typed arrays once there are COMPACT_EVERY of them."""
-        if len(self._recent) >= COMPACT_EVERY:
+        if len(self._recent[0]) >= COMPACT_EVERY:
             self._compact()
 
     def _compact(self) -> None:
-        recent = self._recent[:]
-        self._recent.clear()  # the same list: ``append`` stays bound to it
-        if not recent:
+        ts, signal, threshold, unusual, version = self._recent
+        n = len(ts)
+        if not n:
             return
-        ts, signal, threshold, unusual, version = (tuple(map(itemgetter(k), recent)) for k in range(5))
         self._ts.extend(ts)
         self._signal.extend(signal)
-        n, mask, uniform = len(recent), 0, True
+        mask, uniform = 0, True
         for bit, col, target, zero in ((1, threshold, self._threshold, 0.0), (2, unusual, self._unusual, 0.0),
                                        (4, version, self._version, 0)):
             nones = col.count(None)
@@ -88,10 +96,13 @@ class SignalLog(Sequence[SignalPoint]):
         if uniform:
             self._missing.extend(bytes([mask]) * n)
         else:
-            self._missing.extend([(p[2] is None) | (p[3] is None) << 1 | (p[4] is None) << 2 for p in recent])
+            self._missing.extend([(a is None) | (b is None) << 1 | (c is None) << 2
+                                  for a, b, c in zip(threshold, unusual, version)])
+        for column in self._recent:  # the same lists: the appenders stay bound to them
+            column.clear()
 
     def __len__(self) -> int:
-        return len(self._ts) + len(self._recent)
+        return len(self._ts) + len(self._recent[0])
 
     def _point(self, i: int) -> SignalPoint:
         flags = self._missing[i]
@@ -111,12 +122,14 @@ class SignalLog(Sequence[SignalPoint]):
         if not 0 <= index < n:
             raise IndexError("signal index out of range")
         done = len(self._ts)
-        return self._point(index) if index < done else self._recent[index - done]
+        if index < done:
+            return self._point(index)
+        return SignalPoint(*(column[index - done] for column in self._recent))
 
     def __iter__(self) -> Iterator[SignalPoint]:
         for i in range(len(self._ts)):
             yield self._point(i)
-        yield from list(self._recent)
+        yield from [SignalPoint(*values) for values in zip(*self._recent)]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (SignalLog, list, tuple)):

@@ -19,14 +19,17 @@ a time, returning a typed :class:`domain.events.StepResult` to commit).
 from __future__ import annotations
 
 import gc
+from itertools import islice
 from typing import Iterable
 
+from domain.columns import COMPACT_EVERY
 from domain.errors import DataError
 from domain.events import EngineEvents, StepResult
 from domain.types import Bar, EquityPoint, Fill, Order, Trade
 from engine.broker import BrokerConfig, SimulatedBroker
 from engine.costs import FeeModel, SlippageModel
 from engine.context import StrategyContext
+from engine.marks import EquityMarks
 from engine.portfolio import Portfolio
 from strategies.base import Strategy
 
@@ -53,12 +56,15 @@ class Engine(StrategyContext):
                                       placed_bar=self._placed_bar, order_log=self.events.orders)
         self._accept = self.broker.submit  # the broker also logs each order in events.orders
         self._on_bar = strategy.on_bar
-        # Bound appends of the equity columns: the per-bar mark is the hottest code in a run.
+        # Per bar the loop appends only time and close; cash, position and equity are filled
+        # from book notes (engine/marks.py). Bound appends: the mark is the hottest code in a run.
         ev = self.events
-        self._mark_ts, self._mark_cash = ev.equity_ts_ms.append, ev.equity_cash.append
-        self._mark_position, self._mark_close = ev.equity_position.append, ev.equity_close.append
-        self._mark_equity = ev.equity_quote.append
-        self._add_signal = ev.signals.append
+        self._marks = EquityMarks(ev)
+        self._mark_ts, self._mark_close = ev.equity_ts_ms.append, ev.equity_close.append
+        self._sig_ts, self._sig_value, self._sig_threshold, self._sig_unusual, self._sig_version = \
+            ev.signals.appenders()
+        if self.trading:
+            self._marks.note_book(self.portfolio.cash_quote, self.portfolio.position_qty)
         self._bar_fills: tuple[list[Fill], list[Trade]] = _NO_FILLS
 
     # ---- running -------------------------------------------------------------------
@@ -70,13 +76,24 @@ class Engine(StrategyContext):
         # The loop makes many small acyclic objects; frequent young-generation collections
         # only cost time (about 1/3 of the loop on 1M bars), so collect far less often.
         gc.set_threshold(100_000, 50, 100)
+        compact_signals = self.events.signals.compact_if_due
+        stream = iter(bars)
         try:
-            for bar in bars:
-                advance(bar)
+            # In chunks, so that the per-bar signals move into typed arrays between chunks
+            # without a per-bar check.
+            while chunk := list(islice(stream, COMPACT_EVERY)):
+                for bar in chunk:
+                    advance(bar)
+                compact_signals()
         finally:
             gc.set_threshold(*old_threshold)
         self.end()
         return self.events
+
+    def end(self) -> None:
+        """Stop the strategy and complete the equity columns."""
+        super().end()
+        self._marks.flush()
 
     def step(self, bar: Bar) -> StepResult:
         """Process one closed bar (fills, decision, mark) and return everything it changed."""
@@ -85,6 +102,7 @@ class Engine(StrategyContext):
         changes: dict[str, str] = {}
         self.broker.changes = changes
         self._bar_fills = _NO_FILLS
+        ev.signals.compact_if_due()
         try:
             self._advance(bar)
         finally:
@@ -92,6 +110,7 @@ class Engine(StrategyContext):
         fills, trades = self._bar_fills
         equity = None
         if self.trading:
+            self._marks.flush()
             equity = EquityPoint(ev.equity_ts_ms[-1], ev.equity_cash[-1], ev.equity_position[-1],
                                  ev.equity_close[-1], ev.equity_quote[-1])
         return StepResult(bar=bar, bar_index=self.bar_index, fills=tuple(fills), trades=tuple(trades),
@@ -106,29 +125,35 @@ class Engine(StrategyContext):
             raise DataError(f"bars out of order: {ts} after {self._last_ts}")
         self._last_ts = ts
         self.bar_index += 1
-        if not self.bar_index & 0xFFFF:  # every 65,536 bars: per-bar signals into typed arrays
-            self.events.signals.compact_if_due()
         if self.broker.pending:
             fills, trades = self.broker.process(bar, self.bar_index)
             if fills:
                 self.events.fills.extend(fills)
                 self.events.trades.extend(trades)
                 self._bar_fills = fills, trades
+                self._marks.note_book(self.portfolio.cash_quote, self.portfolio.position_qty)
         self.bar = bar
         if not self.trading and ts >= self.trade_from_ms:  # type: ignore[operator]
             self.trading = True
+            self._marks.note_book(self.portfolio.cash_quote, self.portfolio.position_qty)
         self._on_bar(bar, self)
         if self.trading:
             pf = self.portfolio
-            cash, qty, close = pf.cash_quote, pf.position_qty, bar.close
-            equity = cash + qty * close
+            close = bar.close
             self._mark_ts(ts)
-            self._mark_cash(cash)
-            self._mark_position(qty)
             self._mark_close(close)
-            self._mark_equity(equity)
-            if equity <= 0.0:
+            if pf.cash_quote + pf.position_qty * close <= 0.0:
                 self._hit_equity_floor(ts)
+
+    def record_signal(self, signal: float, threshold: float | None = None, unusualness: float | None = None,
+                      model_version: int | None = None) -> None:
+        """Store what the strategy saw at this close: one append per field (the base class's rule, inlined)."""
+        if self.trading:
+            self._sig_ts(self._last_ts)
+            self._sig_value(signal)
+            self._sig_threshold(threshold)
+            self._sig_unusual(unusualness)
+            self._sig_version(model_version)
 
     def _hit_equity_floor(self, ts_ms: int) -> None:
         self._on_bar = _skip_bar  # the strategy trades no more
