@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from array import array
-from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -115,30 +114,65 @@ def mark_run(engine: Engine, run_id: str, status: str, error: str | None = None,
                         .values(status=status, error=error, updated_at=utc_now_iso()))
 
 
+@dataclass
+class PreparedRun:
+    """A finished backtest as the rows one transaction writes, built without a connection.
+
+    Why apart from writing: a sweep worker builds these (the CPU-heavy part: row tuples,
+    compressed series chunks) and ships them; the driver, the only writer, just inserts them.
+    Plain values only, so it pickles small and fast.
+    """
+
+    run_id: str
+    tables: list[tuple[str, list[str], list[tuple]]]  # (table name, columns, rows) in insert order
+    chunks: list[dict[str, Any]]  # series_chunks rows
+    results: dict[str, Any]  # the run row's final values (metrics, report, span, bar count)
+
+
 def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_status: dict[str, str],
                   metrics: dict[str, Any], report: dict[str, Any] | None,
                   model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
                   end_ts: int | None = None) -> None:
     """Write all of a finished backtest atomically: SQL rows for orders/fills/trades (executemany),
     the per-bar series as compressed column chunks (store/series.py)."""
+    prepared = prepare_backtest(run_id, events, order_status, metrics, report, model_versions, start_ts, end_ts)
     with engine.begin() as conn:
-        write_backtest(conn, run_id, events, order_status, metrics, report, model_versions, start_ts, end_ts)
+        write_prepared(conn, prepared)
+
+
+def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, str], metrics: dict[str, Any],
+                     report: dict[str, Any] | None, model_versions: Sequence[ModelVersionRecord] = (),
+                     start_ts: int | None = None, end_ts: int | None = None) -> PreparedRun:
+    """A finished backtest's rows and series chunks, ready for :func:`write_prepared`."""
+    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
+    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
+    chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
+    tables = [_table_rows(ModelVersionRow, _model_version_rows(run_id, model_versions)),
+              *_activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ())]
+    results = {"status": "completed", "metrics": jsonable(metrics), "report": jsonable(report),
+               "start_ts": start_ts, "end_ts": end_ts, "last_bar_ts": end_ts,
+               "bars_processed": len(events.equity_ts_ms)}
+    return PreparedRun(run_id, [t for t in tables if t[2]], chunks, results)
+
+
+def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
+    """Insert a prepared backtest inside the caller's transaction and mark its run completed."""
+    for name, columns, rows in prepared.tables:
+        table = RunRow.metadata.tables[name]
+        for start in range(0, len(rows), BATCH_ROWS):
+            _write_batch(conn, table, columns, rows[start:start + BATCH_ROWS])
+    write_chunks(conn, prepared.chunks)
+    conn.execute(update(RunRow).where(RunRow.id == prepared.run_id).values(
+        **prepared.results, updated_at=utc_now_iso()))
 
 
 def write_backtest(conn: Connection, run_id: str, events: EngineEvents, order_status: dict[str, str],
                    metrics: dict[str, Any], report: dict[str, Any] | None,
                    model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
                    end_ts: int | None = None) -> None:
-    """A finished backtest's rows and series chunks inside the caller's transaction (runs and sweep runs)."""
-    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
-    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
-    chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
-    _insert_model_versions(conn, run_id, model_versions)
-    _insert_activity(conn, run_id, events.orders, order_status, events.fills, events.trades, 0, ())
-    write_chunks(conn, chunks)
-    conn.execute(update(RunRow).where(RunRow.id == run_id).values(
-        status="completed", metrics=jsonable(metrics), report=jsonable(report), updated_at=utc_now_iso(),
-        start_ts=start_ts, end_ts=end_ts, last_bar_ts=end_ts, bars_processed=len(events.equity_ts_ms)))
+    """A finished backtest's rows and series chunks inside the caller's transaction."""
+    write_prepared(conn, prepare_backtest(run_id, events, order_status, metrics, report, model_versions,
+                                          start_ts, end_ts))
 
 
 def equity_columns(ev: EngineEvents) -> dict[str, tuple[np.ndarray, None]] | None:
@@ -164,19 +198,24 @@ def signal_columns(signals: Sequence[SignalPoint]) -> dict[str, tuple[np.ndarray
     return {name: column_from_python([s[k] for s in signals], dtype) for k, (name, dtype) in enumerate(spec)}
 
 
-def load_series(engine: Engine, run_id: str, group: str) -> SeriesFrame:
-    """A run's ``equity`` or ``signals`` series (chunks + live tail) as exact arrays."""
+def load_series(engine: Engine, run_id: str, group: str, columns: tuple[str, ...] | None = None) -> SeriesFrame:
+    """A run's ``equity`` or ``signals`` series (chunks + live tail) as exact arrays; ``columns``: only those."""
     with engine.connect() as conn:
-        return read_group(conn, run_id, group)
+        return read_group(conn, run_id, group, columns)
 
 
-def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None) -> RunRow:
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None,
+                run_id: str | None = None) -> RunRow:
     """An unsaved run row for ``spec`` (create_run commits one at once; a sweep adds it to its own transaction).
 
     URLs in the data source, parameters and error are masked (no credentials); non-finite numbers become null.
     """
     now = utc_now_iso()
-    return RunRow(id=uuid.uuid4().hex, name=spec.name, mode=spec.mode, strategy=spec.strategy, engine=spec.engine,
+    return RunRow(id=run_id or new_run_id(), name=spec.name, mode=spec.mode, strategy=spec.strategy, engine=spec.engine,
                   params=jsonable(mask_secrets(spec.params)), symbol=spec.symbol, exchange=spec.exchange,
                   timeframe=spec.timeframe,
                   data_source=mask_text(spec.data_source) if spec.data_source else spec.data_source,
@@ -216,9 +255,7 @@ def find_run(engine: Engine, ref: str) -> RunRow | None:
 
 def load_equity(engine: Engine, run_id: str) -> tuple[np.ndarray, np.ndarray]:
     """A run's equity marks (bar open time ms, equity) in time order."""
-    frame = load_series(engine, run_id, "equity")
-    if not len(frame.values):
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    frame = load_series(engine, run_id, "equity", ("ts", "equity"))
     return frame.column("ts"), frame.column("equity")
 
 
@@ -370,27 +407,41 @@ def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], sta
                      fills: Sequence[Fill], trades: Sequence[Trade], trade_seq_start: int,
                      signals: Sequence[SignalPoint]) -> None:
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
-    _insert(conn, OrderRow, (order_row(run_id, o, status.get(o.client_id, "submitted")) for o in orders))
-    _insert(conn, FillRow, (fill_row(run_id, f) for f in fills))
-    _insert(conn, TradeRow, (trade_row(run_id, trade_seq_start + i, t) for i, t in enumerate(trades)))
-    _insert(conn, SignalRow, (signal_row(run_id, s) for s in signals))
+    for name, columns, rows in _activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
+        if rows:
+            _write_batch(conn, RunRow.metadata.tables[name], columns, rows)
+
+
+def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
+                   trades: Sequence[Trade], trade_seq_start: int,
+                   signals: Sequence[SignalPoint]) -> list[tuple[str, list[str], list[tuple]]]:
+    return [_table_rows(OrderRow, [order_row(run_id, o, status.get(o.client_id, "submitted")) for o in orders]),
+            _table_rows(FillRow, [fill_row(run_id, f) for f in fills]),
+            _table_rows(TradeRow, [trade_row(run_id, trade_seq_start + i, t) for i, t in enumerate(trades)]),
+            _table_rows(SignalRow, [signal_row(run_id, s) for s in signals])]
 
 
 BATCH_ROWS = 20_000
 
 
-def _insert(conn: Connection, table: type, rows: Iterable[dict[str, Any]]) -> None:
-    """Bulk insert in batches, inside the caller's transaction: PostgreSQL through psycopg's COPY,
-    SQLite through the driver's executemany, anything else through Core executemany.
+def _table_rows(table: type, rows: list[dict[str, Any]]) -> tuple[str, list[str], list[tuple]]:
+    """(table name, columns, value tuples) of dict rows that share their keys.
 
     SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
     as 0.0 (equal as numbers) so both backends hold, and export, the same values.
     """
-    it = iter(rows)
-    while batch := list(islice(it, BATCH_ROWS)):
-        columns = list(batch[0])
-        tuples = [tuple(0.0 if v.__class__ is float and v == 0 else v for v in row.values()) for row in batch]
-        _write_batch(conn, table.__table__, columns, tuples)
+    name = table.__table__.name  # type: ignore[attr-defined]
+    if not rows:
+        return name, [], []
+    return name, list(rows[0]), [tuple(0.0 if v.__class__ is float and v == 0 else v for v in row.values())
+                                 for row in rows]
+
+
+def _insert(conn: Connection, table: type, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert inside the caller's transaction (see :func:`_write_batch`)."""
+    name, columns, tuples = _table_rows(table, rows)
+    for start in range(0, len(tuples), BATCH_ROWS):
+        _write_batch(conn, RunRow.metadata.tables[name], columns, tuples[start:start + BATCH_ROWS])
 
 
 def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[tuple]) -> None:
@@ -423,10 +474,14 @@ def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[
 
 
 def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
+    _insert(conn, ModelVersionRow, _model_version_rows(run_id, records))
+
+
+def _model_version_rows(run_id: str, records: Sequence[ModelVersionRecord]) -> list[dict[str, Any]]:
     now = utc_now_iso()
-    _insert(conn, ModelVersionRow, [
+    return [
         {"run_id": run_id, "created_at": now, "fold_index": r.fold_index, "train_start_ts": r.train_start_ts,
          "train_end_ts": r.train_end_ts, "trade_start_ts": r.trade_start_ts, "trade_end_ts": r.trade_end_ts,
          "objective": r.objective, "seed": r.seed, "threshold": r.threshold, "train_loss": r.train_loss,
          "val_loss": r.val_loss, "steps": r.steps, "train_seconds": r.train_seconds, "config": r.config,
-         "losses": r.losses, "sample_check": r.sample_check, "checkpoint": r.checkpoint} for r in records])
+         "losses": r.losses, "sample_check": r.sample_check, "checkpoint": r.checkpoint} for r in records]

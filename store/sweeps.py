@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from domain.events import EngineEvents
-from domain.records import ModelVersionRecord
 from store.db import StoreError
 from store.schema import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
-from store.repository import RunSpec, new_run_row, write_backtest
+from store.repository import PreparedRun, RunSpec, new_run_row, write_prepared
 
 
 @dataclass(frozen=True)
@@ -33,19 +31,6 @@ class SweepLink:
     data_path: str
     data_hash: str
     seed: int | None
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """A worker's result as the store needs it (events already as plain Python values)."""
-
-    events: EngineEvents
-    order_status: dict[str, str]
-    metrics: dict[str, Any]
-    report: dict[str, Any]
-    model_versions: Sequence[ModelVersionRecord]
-    start_ts: int | None
-    end_ts: int | None
 
 
 def open_sweep(engine: Engine, name: str, strategy: str, spec: dict[str, Any]) -> tuple[str, bool]:
@@ -78,14 +63,15 @@ def stored_configs(engine: Engine, sweep_id: str, role: str = "trial") -> dict[s
     return {h: status for h, status in rows}
 
 
-def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: FinishedRun | None,
+def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: PreparedRun | None,
                    error: str | None = None) -> str:
     """Store one finished (or failed, with ``error``) run and its link in one transaction.
 
     A failed run stored earlier under the same hash is replaced (a resume retries
     failures); a completed one is never written twice (the unique key refuses it).
     """
-    row = new_run_row(spec, status="running" if finished is not None else "failed", error=error)
+    row = new_run_row(spec, status="running" if finished is not None else "failed", error=error,
+                      run_id=None if finished is None else finished.run_id)
     run_id = row.id
     run_values = {c.key: getattr(row, c.key) for c in RunRow.__table__.columns}
     with engine.begin() as conn:
@@ -100,8 +86,7 @@ def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: Fin
             "run_id": run_id, "sweep_id": link.sweep_id, "role": link.role, "config_hash": link.config_hash,
             "params": link.params, "data_path": link.data_path, "data_hash": link.data_hash, "seed": link.seed}])
         if finished is not None:
-            write_backtest(conn, run_id, finished.events, finished.order_status, finished.metrics,
-                           finished.report, finished.model_versions, finished.start_ts, finished.end_ts)
+            write_prepared(conn, finished)
     return run_id
 
 

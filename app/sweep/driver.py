@@ -27,13 +27,12 @@ from app.sweep.executors import Backend
 from app.sweep.plan import BROKER_NAMES, SearchDim, SweepTask, config_hash, grid_points
 from app.sweep.planners import GridPlanner, OptunaPlanner
 from app.sweep.worker import TaskResult, run_task
-from domain.events import EngineEvents
 from engine.metrics import bars_per_year
 from feeds.files import file_sha256
 from domain.times import timeframe_name, timeframe_ms
 from feeds.validation import DataError
 from store.repository import RunSpec, load_equity
-from store.sweeps import FinishedRun, SweepLink, finish_sweep, open_sweep, save_sweep_run, stored_configs, sweep_runs
+from store.sweeps import SweepLink, finish_sweep, open_sweep, save_sweep_run, stored_configs, sweep_runs
 from strategies.params import ParamError
 
 
@@ -313,15 +312,7 @@ def save_result(db: Any, sweep_id: str, task: SweepTask, result: TaskResult) -> 
                    trade_from_ts=task.select_until_ms if task.role == "holdout" else None)
     link = SweepLink(sweep_id, task.role, task.config_hash, json.loads(json.dumps(task.swept, default=list)),
                      task.data_path, task.data_hash, task.seed)
-    finished = None
-    if result.ok:
-        events = EngineEvents(orders=list(result.orders), fills=list(result.fills), trades=list(result.trades),
-                              equity_ts_ms=result.equity_ts_ms.tolist(), equity_cash=result.equity_cash.tolist(),
-                              equity_position=result.equity_position.tolist(),
-                              equity_close=result.equity_close.tolist(), equity_quote=result.equity_quote.tolist())
-        finished = FinishedRun(events, result.order_status, result.metrics, result.report, result.model_versions,
-                               result.start_ts, result.end_ts)
-    return save_sweep_run(db, spec, link, finished, error=result.error)
+    return save_sweep_run(db, spec, link, result.stored if result.ok else None, error=result.error)
 
 
 # ---- judging the result ----------------------------------------------------------------------------

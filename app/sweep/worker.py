@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from app.sweep.plan import SweepTask
 
@@ -28,7 +27,7 @@ _CACHE_LIMIT = 4
 
 @dataclass
 class TaskResult:
-    """What comes back to the driver: metrics, report and the run's events, with the per-bar columns as arrays."""
+    """What comes back to the driver: metrics, and the run's rows ready to insert (plain values, small pickle)."""
 
     config_hash: str
     ok: bool
@@ -37,16 +36,7 @@ class TaskResult:
     config: dict[str, Any] = field(default_factory=dict)  # the strategy's frozen config
     metrics: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
-    orders: list = field(default_factory=list)
-    order_status: dict[str, str] = field(default_factory=dict)
-    fills: list = field(default_factory=list)
-    trades: list = field(default_factory=list)
-    equity_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    equity_cash: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    equity_position: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    equity_close: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    equity_quote: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    model_versions: list = field(default_factory=list)
+    stored: Any = None  # store.repository.PreparedRun: the run's rows, built here so the driver only inserts
     start_ts: int | None = None
     end_ts: int | None = None
     timeframe_ms: int | None = None
@@ -104,14 +94,15 @@ def _run(task: SweepTask) -> TaskResult:
                               with_report=False)
     outcome = execute(request, series)
     limit_threads(task.threads)  # the strategy may have imported torch just now; later tasks reuse it
-    ev, r = outcome.result.events, outcome.result
+    from store.repository import new_run_id, prepare_backtest
+
+    r = outcome.result
+    stored = prepare_backtest(new_run_id(), r.events, r.order_status, outcome.metrics, outcome.report,
+                              list(outcome.spec.model_versions(outcome.strategy)), r.start_ts, r.end_ts)
     return TaskResult(
         task.config_hash, True, params=outcome.params, config=config_dict(outcome.strategy), metrics=outcome.metrics,
-        report=outcome.report, orders=ev.orders, order_status=r.order_status, fills=ev.fills, trades=ev.trades,
-        equity_ts_ms=np.asarray(ev.equity_ts_ms, dtype=np.int64), equity_cash=np.asarray(ev.equity_cash),
-        equity_position=np.asarray(ev.equity_position), equity_close=np.asarray(ev.equity_close),
-        equity_quote=np.asarray(ev.equity_quote), model_versions=list(outcome.spec.model_versions(outcome.strategy)),
-        start_ts=r.start_ts, end_ts=r.end_ts, timeframe_ms=series.timeframe_ms, data_source=series.source)
+        report=outcome.report, stored=stored, start_ts=r.start_ts, end_ts=r.end_ts,
+        timeframe_ms=series.timeframe_ms, data_source=series.source)
 
 
 def load_cached(path: str, expected_hash: str) -> Any:
