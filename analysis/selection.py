@@ -107,23 +107,22 @@ def probability_of_overfitting(returns: np.ndarray, n_splits: int = 16) -> Overf
     rows = len(m) // s
     blocks = m.reshape(s, rows, n)
     sums, sq = blocks.sum(axis=1), (blocks ** 2).sum(axis=1)  # (S, N) per-block sufficient statistics
-    logits = []
-    for chosen in itertools.combinations(range(s), s // 2):
-        mask = np.zeros(s, dtype=bool)
-        mask[list(chosen)] = True
-        is_sr = _block_sharpe(sums[mask], sq[mask], rows)
-        oos_sr = _block_sharpe(sums[~mask], sq[~mask], rows)
-        best = int(np.argmax(is_sr))
-        rank = float(np.sum(oos_sr < oos_sr[best]) + 0.5 * (np.sum(oos_sr == oos_sr[best]) - 1) + 1)
-        omega = rank / (n + 1)
-        logits.append(math.log(omega / (1.0 - omega)))
-    lam = np.asarray(logits)
+    # Every split at once: row c of ``chosen`` marks the S/2 in-sample blocks of combination c.
+    combos = np.array(list(itertools.combinations(range(s), s // 2)))
+    chosen = np.zeros((len(combos), s))
+    chosen[np.arange(len(combos))[:, None], combos] = 1.0
+    count = (s // 2) * rows
+    is_sr = _block_sharpe(chosen @ sums, chosen @ sq, count)
+    oos_sr = _block_sharpe((1.0 - chosen) @ sums, (1.0 - chosen) @ sq, count)
+    best_oos = oos_sr[np.arange(len(combos)), np.argmax(is_sr, axis=1)][:, None]
+    rank = np.sum(oos_sr < best_oos, axis=1) + 0.5 * (np.sum(oos_sr == best_oos, axis=1) - 1) + 1
+    omega = rank / (n + 1)
+    lam = np.log(omega / (1.0 - omega))
     return OverfitProbability(float(np.mean(lam <= 0)), lam, s, len(lam), n)
 
 
-def _block_sharpe(sums: np.ndarray, squares: np.ndarray, rows_per_block: int) -> np.ndarray:
-    count = sums.shape[0] * rows_per_block
-    total, total_sq = sums.sum(axis=0), squares.sum(axis=0)
+def _block_sharpe(total: np.ndarray, total_sq: np.ndarray, count: int) -> np.ndarray:
+    """Sharpe per row and configuration from sums and sums of squares over ``count`` periods."""
     mean = total / count
     var = np.maximum(total_sq / count - mean ** 2, 0.0) * count / max(count - 1, 1)
     sd = np.sqrt(var)

@@ -100,9 +100,11 @@ def write_chunks(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(SeriesChunkRow.__table__), rows)
 
 
-def read_group(conn: Connection, run_id: str, group: str) -> SeriesFrame:
-    """Chunks then live tail of one group, as exact arrays."""
+def read_group(conn: Connection, run_id: str, group: str, columns: tuple[str, ...] | None = None) -> SeriesFrame:
+    """Chunks then live tail of one group, as exact arrays (only ``columns`` of it when given)."""
     tail_table, spec = GROUPS[group]
+    if columns is not None:
+        spec = tuple((name, dtype) for name, dtype in spec if name in columns)
     names = [name for name, _ in spec]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     masks: dict[str, list[np.ndarray | None]] = {name: [] for name in names}
