@@ -37,7 +37,7 @@ from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
 from engine.backtest import ENGINES
 from engine.broker import BrokerConfig
-from domain.times import ms_to_text, parse_time_ms, timeframe_name
+from domain.times import TimeRange, ms_to_text, parse_time_ms, timeframe_name
 from feeds.errors import FatalFeedError, FeedError
 from feeds.validation import DataError
 from reporting.fold_progress import FoldProgress
@@ -85,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> None:
     """Checks that involve several flags (each flag alone was checked by its argparse type)."""
-    start = parse_time_ms(args.start, "--start")
-    end = parse_time_ms(args.end, "--end")
-    if start is not None and end is not None and end <= start:
-        raise UsageError("--end must be after --start")
+    try:
+        TimeRange.checked(parse_time_ms(args.start, "--start"), parse_time_ms(args.end, "--end"),
+                          ("--start", "--end"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     make_request(args)  # parameter names, types and the strategy's own checks, before anything is loaded
 
 

@@ -42,6 +42,7 @@ from cli.params import split_assignments
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
 from domain.times import parse_time_ms
+from inspect_tools.sweep_views import selection_lines
 from feeds.validation import DataError
 from store.db import DEFAULT_DB_URL, StoreError, init_db
 from strategies.params import ParamError
@@ -172,14 +173,8 @@ def print_human(summary: dict[str, Any]) -> None:
     console.print(table)
     if len(runs) > 20:
         console.print(f"[dim]… {len(runs) - 20} more: inspect_trades.py sweep {summary['sweep']}[/dim]")
-    dsr, pbo = summary["deflated_sharpe"], summary["pbo"]
-    console.print(f"Deflated Sharpe Ratio of the best: {_num(dsr)} (probability its true Sharpe beats the best "
-                  f"of {summary['selection'].get('n_trials', '?')} skill-less trials) · PBO: {_num(pbo)}")
-    oos = (summary.get("best") or {}).get("out_of_sample")
-    if oos:
-        console.print(f"Best configuration after --select-until (never used for choosing): {metric} "
-                      f"{_num(oos['metrics'].get(metric))}, total return "
-                      f"{_num(oos['metrics'].get('total_return'), pct=True)}")
+    for line in selection_lines(summary):
+        console.print(line)
 
 
 def _num(value: Any, pct: bool = False) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.series import BarSeries
-from domain.times import timeframe_ms
+from domain.times import TimeRange, timeframe_ms
 from feeds.default_data import download_market, resolve_data
 from feeds.validation import DataError
 
@@ -26,8 +26,7 @@ def load_window(path: str | None, start_ms: int | None = None, end_ms: int | Non
     ``timeframe``, so nothing is resampled). Raises ValueError for a bad window or timeframe, DataError
     for bad or too little data, and FeedError when the market's exchange refuses or cannot be reached.
     """
-    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise ValueError("--end must be after --start")
+    TimeRange.checked(start_ms, end_ms, ("--start", "--end"))
     if market is not None:
         if path:
             raise ValueError("--data and --exchange/--symbol are alternatives: give one")

@@ -139,8 +139,13 @@ class TimeRange:
     def from_bounds(cls, start: TimeBound | None, end: TimeBound | None,
                     flags: tuple[str, str] = ("--from", "--to")) -> "TimeRange":
         """Start inclusive, end exclusive (a bare date is its midnight), as in every command."""
-        start_ms = start.ts_ms if start is not None else None
-        end_ms = end.ts_ms if end is not None else None
+        return cls.checked(start.ts_ms if start is not None else None, end.ts_ms if end is not None else None,
+                           flags)
+
+    @classmethod
+    def checked(cls, start_ms: int | None, end_ms: int | None,
+                flags: tuple[str, str] = ("--from", "--to")) -> "TimeRange":
+        """The range, or a ValueError naming the two flags when it is empty."""
         if start_ms is not None and end_ms is not None and end_ms <= start_ms:
             raise ValueError(f"{flags[1]} ({ms_to_text(end_ms)}) is before or at {flags[0]} ({ms_to_text(start_ms)})")
         return cls(start_ms, end_ms)

@@ -92,18 +92,11 @@ def cmd_sweep(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> Non
         write_rows(out, "csv", ["run_id", *[c.key for c in columns if c.key != "short_id"], "error"], rows)
         return
     summary = sweep.get("summary") or {}
-    footer = []
     if summary:
-        footer.append(f"best {summary.get('metric')}: run {((summary.get('best') or {}).get('run_id') or '')[:8]} · "
-                      f"Deflated Sharpe Ratio {_fmt(summary.get('deflated_sharpe'))} · PBO {_fmt(summary.get('pbo'))}")
-        oos = (summary.get("best") or {}).get("out_of_sample")
-        if oos:
-            footer.append(f"held out (after --select-until, never used for choosing): Sharpe "
-                          f"{_fmt((oos.get('metrics') or {}).get('sharpe'))}, total return "
-                          f"{_fmt((oos.get('metrics') or {}).get('total_return'))}")
+        footer = selection_lines(summary)
     else:
-        footer.append(f"no summary stored (sweep status: {sweep['status']}); rerun run_sweep.py --name "
-                      f"{sweep['name']} to finish it")
+        footer = [f"no summary stored (sweep status: {sweep['status']}); rerun run_sweep.py --name "
+                  f"{sweep['name']} to finish it"]
     print_listing(make_console(out), columns, rows, noun="runs",
                   title=f"Sweep {sweep['name']} · {sweep['strategy']} · sorted by {args.sort}", limit=args.limit,
                   footer=footer)
@@ -116,6 +109,22 @@ def write_sweep_report(reader: StoreReader, sweep: Row, output: str, max_points:
     page = render_sweep_html(load_sweep_report(reader, sweep), max_points)
     size = write_atomically(output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     out.write(f"wrote {output} ({size / 1e6:.1f} MB, self-contained HTML)\n")
+
+
+def selection_lines(summary: dict[str, Any]) -> list[str]:
+    """How much of the best result is luck: DSR and PBO, and the held-out check (shared with run_sweep.py)."""
+    metric = summary.get("metric")
+    best = summary.get("best") or {}
+    n_trials = (summary.get("selection") or {}).get("n_trials", "?")
+    lines = [f"best {metric}: run {(best.get('run_id') or '')[:8]} · Deflated Sharpe Ratio "
+             f"{_fmt(summary.get('deflated_sharpe'))} (probability its true Sharpe beats the best of {n_trials} "
+             f"skill-less trials) · PBO {_fmt(summary.get('pbo'))}"]
+    oos = best.get("out_of_sample")
+    if oos:
+        held = oos.get("metrics") or {}
+        lines.append(f"held out (after --select-until, never used for choosing): {metric} {_fmt(held.get(metric))}, "
+                     f"total return {_fmt(held.get('total_return'))}")
+    return lines
 
 
 def _fmt(value: Any) -> str:
