@@ -25,6 +25,7 @@ from domain.times import TimeRange
 from store.db import StoreError, init_db
 from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
                           TradeRow)
+from store.repository import of_run
 from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 
 Row = dict[str, Any]
@@ -91,7 +92,7 @@ class StoreReader:
     def runs(self, *, mode: str | None = None, strategy: str | None = None,
              status: str | None = None) -> list[Row]:
         """Every run, newest first, with its trade count and last marked equity."""
-        trades = (select(func.count()).select_from(TradeRow).where(TradeRow.run_id == RunRow.id)
+        trades = (select(func.count()).select_from(TradeRow).where(TradeRow.run_key == RunRow.key)
                   .scalar_subquery())
         # the live tail's newest row; runs whose equity is all in chunks are filled in below
         last_equity = (select(EquityRow.equity).where(EquityRow.run_id == RunRow.id)
@@ -192,7 +193,7 @@ class StoreReader:
     def trades(self, run_id: str, flt: TradeFilter = TradeFilter()) -> list[Row]:
         t = TradeRow
         query = select(t.seq, t.side, t.qty, t.entry_ts, t.exit_ts, t.entry_price, t.exit_price, t.gross_pnl,
-                       t.fees, t.pnl, t.return_pct, t.exit_reason, t.bars_held).where(t.run_id == run_id)
+                       t.fees, t.pnl, t.return_pct, t.exit_reason, t.bars_held).where(of_run(t, run_id))
         if flt.when.start_ms is not None:
             query = query.where(t.entry_ts >= flt.when.start_ms)
         if flt.when.end_ms is not None:
@@ -246,12 +247,12 @@ class StoreReader:
                         case((func.count() == 1, func.min(f.price)),  # exact when one fill (the usual case)
                              else_=func.sum(f.qty * f.price) / func.sum(f.qty)).label("fill_price"),
                         func.sum(f.fee).label("fee"))
-                 .where(f.run_id == run_id).group_by(f.order_client_id).subquery())
+                 .where(of_run(f, run_id)).group_by(f.order_client_id).subquery())
         o = OrderRow
         query = (select(o.client_id, o.ts, o.type, o.side, o.qty, o.target_fraction, o.price, o.reason, o.status,
                         o.signal, o.threshold, o.model_version, fills.c.fill_ts, fills.c.fill_side,
                         fills.c.fill_qty, fills.c.fill_price, fills.c.fee)
-                 .outerjoin(fills, fills.c.client_id == o.client_id).where(o.run_id == run_id))
+                 .outerjoin(fills, fills.c.client_id == o.client_id).where(of_run(o, run_id)))
         if flt.when.start_ms is not None:
             query = query.where(o.ts >= flt.when.start_ms)
         if flt.when.end_ms is not None:
@@ -284,7 +285,7 @@ class StoreReader:
             if table is None:  # per-bar series: chunked values + live tail rows
                 out[name] = stored_length(self.conn, run_id, name)
             else:
-                out[name] = (self.conn.scalar(select(func.count()).select_from(table).where(table.run_id == run_id))
+                out[name] = (self.conn.scalar(select(func.count()).select_from(table).where(of_run(table, run_id)))
                              if self.has_table(table.__tablename__) else 0) or 0
         return out
 

@@ -80,6 +80,9 @@ def create_run(engine: Engine, spec: RunSpec, *, extra_rows: Sequence[Any] = ())
     run_id = row.id
     try:
         with Session(engine) as session, session.begin():
+            key = next_run_key(engine.dialect.name)
+            if key is not None:
+                row.key = key
             session.add(row)
             session.flush()  # the run row first: extra rows refer to it
             for row in extra_rows:
@@ -157,10 +160,11 @@ def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, 
 
 def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
     """Insert a prepared backtest inside the caller's transaction and mark its run completed."""
+    key = _run_key(conn, prepared.run_id)
     for name, columns, rows in prepared.tables:
         table = RunRow.metadata.tables[name]
         for start in range(0, len(rows), BATCH_ROWS):
-            _write_batch(conn, table, columns, rows[start:start + BATCH_ROWS])
+            _write_batch(conn, table, columns, rows[start:start + BATCH_ROWS], key if name in KEYED_TABLES else None)
     write_chunks(conn, prepared.chunks)
     conn.execute(update(RunRow).where(RunRow.id == prepared.run_id).values(
         **prepared.results, updated_at=utc_now_iso()))
@@ -208,6 +212,26 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+def next_run_key(dialect: str) -> Any:
+    """What an INSERT into ``runs`` puts in ``key``: PostgreSQL's sequence numbers it (None here);
+    on SQLite the statement takes max + 1 itself, atomic because SQLite writes one transaction at a time."""
+    if dialect == "postgresql":
+        return None
+    return select(func.coalesce(func.max(RunRow.key), 0) + 1).scalar_subquery()
+
+
+def run_key_of(run_id: str) -> Any:
+    """The run's integer key as a scalar subquery, for WHERE clauses on orders, fills and trades."""
+    return select(RunRow.key).where(RunRow.id == run_id).scalar_subquery()
+
+
+def of_run(table: Any, run_id: str) -> Any:
+    """WHERE clause selecting one run's rows of ``table`` (by key for orders/fills/trades, else by id)."""
+    if table.__tablename__ in KEYED_TABLES:
+        return table.run_key == run_key_of(run_id)
+    return table.run_id == run_id
+
+
 def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None,
                 run_id: str | None = None) -> RunRow:
     """An unsaved run row for ``spec`` (create_run commits one at once; a sweep adds it to its own transaction).
@@ -239,7 +263,7 @@ def load_trades(engine: Engine, run_id: str) -> list[dict[str, Any]]:
     with Session(engine) as session:
         rows = session.execute(select(t.seq, t.side, t.qty, t.entry_ts, t.exit_ts, t.entry_price, t.exit_price,
                                       t.gross_pnl, t.fees, t.pnl, t.return_pct, t.exit_reason, t.bars_held)
-                               .where(t.run_id == run_id).order_by(t.seq)).all()
+                               .where(t.run_key == run_key_of(run_id)).order_by(t.seq)).all()
     return [dict(r._mapping) for r in rows]
 
 
@@ -311,7 +335,7 @@ def _write_bar_change(conn: Connection, run_id: str, change: BarCommit) -> None:
     new_ids = {o.client_id for o in change.orders}
     for client_id, status in change.status_changes.items():
         if client_id not in new_ids:  # an order from an earlier bar filled or was cancelled now
-            conn.execute(update(OrderRow).where(OrderRow.run_id == run_id, OrderRow.client_id == client_id)
+            conn.execute(update(OrderRow).where(OrderRow.run_key == run_key_of(run_id), OrderRow.client_id == client_id)
                          .values(status=status))
     if change.equity is not None:
         conn.execute(insert(EquityRow), [{"run_id": run_id, **change.equity}])
@@ -327,7 +351,7 @@ def last_stored_state(engine: Engine, run_id: str) -> dict[str, tuple | None]:
             chunked = last_chunked_values(conn, run_id, "equity", names)
             eq = tuple(chunked[n] for n in names) if chunked else None
         fill = conn.execute(select(FillRow.ts, FillRow.qty, FillRow.price, FillRow.fee)
-                            .where(FillRow.run_id == run_id).order_by(FillRow.id.desc()).limit(1)).first()
+                            .where(FillRow.run_key == run_key_of(run_id)).order_by(FillRow.id.desc()).limit(1)).first()
     return {"equity": tuple(eq) if eq else None, "fill": tuple(fill) if fill else None}
 
 
@@ -359,7 +383,7 @@ def count_rows(engine: Engine, run_id: str) -> dict[str, int]:
             if table is None:  # per-bar series: chunked values + live tail rows
                 out[name] = stored_length(conn, run_id, name)
             else:
-                out[name] = conn.scalar(select(func.count()).select_from(table).where(table.run_id == run_id)) or 0
+                out[name] = conn.scalar(select(func.count()).select_from(table).where(of_run(table, run_id))) or 0
     return out
 
 
@@ -379,20 +403,21 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
         session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
 
-def order_row(run_id: str, o: Order, status: str) -> dict[str, Any]:
-    return {"run_id": run_id, "client_id": o.client_id, "ts": o.created_ts_ms, "type": o.type.value,
+def order_row(o: Order, status: str) -> dict[str, Any]:
+    """An orders row without its run (written with the run's key, see :func:`_write_batch`)."""
+    return {"client_id": o.client_id, "ts": o.created_ts_ms, "type": o.type.value,
             "side": o.side.value if o.side is not None else None, "qty": o.qty,
             "target_fraction": o.target_fraction, "price": o.price, "reason": o.reason, "status": status,
             "signal": o.signal, "threshold": o.threshold, "model_version": o.model_version}
 
 
-def fill_row(run_id: str, f: Fill) -> dict[str, Any]:
-    return {"run_id": run_id, "order_client_id": f.order_id, "ts": f.ts_ms, "side": f.side.value, "qty": f.qty,
+def fill_row(f: Fill) -> dict[str, Any]:
+    return {"order_client_id": f.order_id, "ts": f.ts_ms, "side": f.side.value, "qty": f.qty,
             "price": f.price, "fee": f.fee_quote, "reason": f.reason}
 
 
-def trade_row(run_id: str, seq: int, t: Trade) -> dict[str, Any]:
-    return {"run_id": run_id, "seq": seq, "side": t.side, "qty": t.qty, "entry_ts": t.entry_ts_ms,
+def trade_row(seq: int, t: Trade) -> dict[str, Any]:
+    return {"seq": seq, "side": t.side, "qty": t.qty, "entry_ts": t.entry_ts_ms,
             "exit_ts": t.exit_ts_ms, "entry_price": t.entry_price, "exit_price": t.exit_price,
             "gross_pnl": t.gross_pnl_quote, "fees": t.fees_quote, "pnl": t.pnl_quote, "return_pct": t.return_pct,
             "exit_reason": t.exit_reason, "bars_held": t.bars_held}
@@ -407,17 +432,18 @@ def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], sta
                      fills: Sequence[Fill], trades: Sequence[Trade], trade_seq_start: int,
                      signals: Sequence[SignalPoint]) -> None:
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
+    key = _run_key(conn, run_id) if orders or fills or trades else None
     for name, columns, rows in _activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
         if rows:
-            _write_batch(conn, RunRow.metadata.tables[name], columns, rows)
+            _write_batch(conn, RunRow.metadata.tables[name], columns, rows, key if name in KEYED_TABLES else None)
 
 
 def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
                    trades: Sequence[Trade], trade_seq_start: int,
                    signals: Sequence[SignalPoint]) -> list[tuple[str, list[str], list[tuple]]]:
-    return [_table_rows(OrderRow, [order_row(run_id, o, status.get(o.client_id, "submitted")) for o in orders]),
-            _table_rows(FillRow, [fill_row(run_id, f) for f in fills]),
-            _table_rows(TradeRow, [trade_row(run_id, trade_seq_start + i, t) for i, t in enumerate(trades)]),
+    return [_table_rows(OrderRow, [order_row(o, status.get(o.client_id, "submitted")) for o in orders]),
+            _table_rows(FillRow, [fill_row(f) for f in fills]),
+            _table_rows(TradeRow, [trade_row(trade_seq_start + i, t) for i, t in enumerate(trades)]),
             _table_rows(SignalRow, [signal_row(run_id, s) for s in signals])]
 
 
@@ -444,9 +470,13 @@ def _insert(conn: Connection, table: type, rows: list[dict[str, Any]]) -> None:
         _write_batch(conn, RunRow.metadata.tables[name], columns, tuples[start:start + BATCH_ROWS])
 
 
-def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[tuple]) -> None:
+def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[tuple],
+                 run_key: int | None = None) -> None:
+    """Insert ``tuples`` (values of ``columns``); with ``run_key``, each row also gets that ``run_key``."""
     dialect = conn.dialect.name
     types = {c.name: c.type for c in table.columns}
+    if run_key is not None and not (dialect == "sqlite" and not any(isinstance(types[c], JSON) for c in columns)):
+        columns, tuples = ["run_key", *columns], [(run_key, *t) for t in tuples]
     if any(isinstance(types[c], JSON) for c in columns):  # JSON values need SQLAlchemy's serializer
         conn.execute(insert(table), [dict(zip(columns, t)) for t in tuples])
         return
@@ -467,10 +497,22 @@ def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[
             cursor.close()
         return
     if dialect == "sqlite":
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        conn.exec_driver_sql(sql, tuples)
+        # The run's key goes into the statement as an integer literal: no per-row tuple to rebuild.
+        names, values = (["run_key", *columns], [str(int(run_key))]) if run_key is not None else (columns, [])
+        values += ["?"] * len(columns)
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(values)})", tuples)
         return
     conn.execute(insert(table), [dict(zip(columns, t)) for t in tuples])
+
+
+def _run_key(conn: Connection, run_id: str) -> int:
+    key = conn.scalar(select(RunRow.key).where(RunRow.id == run_id))
+    if key is None:
+        raise StoreError(f"run {run_id} has no key (not stored, or written before its upgrade finished)")
+    return int(key)
+
+
+KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.key, not runs.id
 
 
 def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, Sequence, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 1  # the pre-Alembic marker in ``meta``; schema revisions are Alembic's (store/migrations)
@@ -25,9 +26,19 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+RUN_KEY_SEQUENCE = Sequence("runs_key_seq")  # PostgreSQL numbers runs; on SQLite the insert does (store.repository.run_key_value)
+
+
 class RunRow(Base):
+    """A run. ``id`` is its public name (hex); ``key`` a small integer that the bulk tables
+    (orders, fills, trades) refer to instead, so their rows and indexes stay small. ``key``
+    is nullable only because SQLite cannot add a NOT NULL column without rebuilding ``runs``;
+    every insert sets it."""
+
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_key", "key", unique=True),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[int | None] = mapped_column(Integer, RUN_KEY_SEQUENCE)
     name: Mapped[str | None] = mapped_column(String(200), unique=True)
     mode: Mapped[str] = mapped_column(String(16))  # backtest | paper
     strategy: Mapped[str] = mapped_column(String(64))
@@ -79,9 +90,9 @@ class ModelVersionRow(Base):
 
 class OrderRow(Base):
     __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("run_id", "client_id"),)
+    __table_args__ = (UniqueConstraint("run_key", "client_id", name="uq_orders_run_key_client_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # unique (run_id, ..) indexes it
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))  # the unique key indexes it
     client_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[int] = mapped_column(BigInteger)  # open time of the bar at whose close it was decided
     type: Mapped[str] = mapped_column(String(16))
@@ -98,9 +109,9 @@ class OrderRow(Base):
 
 class FillRow(Base):
     __tablename__ = "fills"
-    __table_args__ = (Index("ix_fills_run_ts", "run_id", "ts"),)
+    __table_args__ = (Index("ix_fills_run_key_ts", "run_key", "ts"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
     order_client_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[int] = mapped_column(BigInteger)
     side: Mapped[str] = mapped_column(String(8))
@@ -112,9 +123,9 @@ class FillRow(Base):
 
 class TradeRow(Base):
     __tablename__ = "trades"
-    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    __table_args__ = (UniqueConstraint("run_key", "seq", name="uq_trades_run_key_seq"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # unique (run_id, ..) indexes it
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))  # the unique key indexes it
     seq: Mapped[int] = mapped_column(Integer)
     side: Mapped[str] = mapped_column(String(8))
     qty: Mapped[float] = mapped_column(Float)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from store.db import StoreError
 from store.schema import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
-from store.repository import PreparedRun, RunSpec, new_run_row, write_prepared
+from store.repository import PreparedRun, RunSpec, new_run_row, next_run_key, write_prepared
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,10 @@ def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: Pre
     row = new_run_row(spec, status="running" if finished is not None else "failed", error=error,
                       run_id=None if finished is None else finished.run_id)
     run_id = row.id
-    run_values = {c.key: getattr(row, c.key) for c in RunRow.__table__.columns}
+    run_values = {c.key: getattr(row, c.key) for c in RunRow.__table__.columns if c.key != "key"}
+    key = next_run_key(engine.dialect.name)
+    if key is not None:
+        run_values["key"] = key
     with engine.begin() as conn:
         old = conn.execute(select(SweepRunRow.run_id).where(
             SweepRunRow.sweep_id == link.sweep_id, SweepRunRow.role == link.role,
@@ -81,7 +84,7 @@ def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: Pre
         if old:
             conn.execute(delete(SweepRunRow).where(SweepRunRow.run_id.in_(old)))
             conn.execute(delete(RunRow).where(RunRow.id.in_(old), RunRow.status == "failed"))
-        conn.execute(insert(RunRow.__table__), [run_values])
+        conn.execute(insert(RunRow.__table__).values(**run_values))  # one row: key may be an expression
         conn.execute(insert(SweepRunRow.__table__), [{
             "run_id": run_id, "sweep_id": link.sweep_id, "role": link.role, "config_hash": link.config_hash,
             "params": link.params, "data_path": link.data_path, "data_hash": link.data_hash, "seed": link.seed}])

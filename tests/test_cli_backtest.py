@@ -29,7 +29,7 @@ def test_json_prints_one_object_and_the_run_is_stored(candles: Path, tmp_path: P
     status, metrics = con.execute("select status, metrics from runs where id = ?", (payload["run_id"],)).fetchone()
     assert status == "completed"
     assert json.loads(metrics)["trades"] == payload["metrics"]["trades"] > 0
-    n_trades = con.execute("select count(*) from trades where run_id = ?", (payload["run_id"],)).fetchone()[0]
+    n_trades = con.execute("select count(*) from trades where run_key = (select key from runs where id = ?)", (payload["run_id"],)).fetchone()[0]
     assert n_trades == payload["metrics"]["trades"]  # closed round trips
     n_equity = con.execute("select sum(n) from series_chunks where run_id = ? and series = 'equity.ts'",
                            (payload["run_id"],)).fetchone()[0]
@@ -45,7 +45,7 @@ def test_trade_from_warms_up_without_trading(candles: Path, tmp_path: Path, caps
     payload = json.loads(capsys.readouterr().out)
     assert rc == 0 and payload["period"]["start_ts"] == start
     con = sqlite3.connect(db)
-    first_order = con.execute("select min(ts) from orders where run_id = ?", (payload["run_id"],)).fetchone()[0]
+    first_order = con.execute("select min(ts) from orders where run_key = (select key from runs where id = ?)", (payload["run_id"],)).fetchone()[0]
     assert first_order >= start
 
 
@@ -147,9 +147,9 @@ def test_a_run_that_reaches_zero_equity_is_marked(tmp_path: Path, capsys) -> Non
     stored = json.loads(con.execute("select metrics from runs where id = ?", (payload["run_id"],)).fetchone()[0])
     assert stored["equity_floor_hit"] is True and stored["equity_floor_ts"] == floor_ts
     # closed out at the next open; nothing traded after that
-    last_fill = con.execute("select ts, reason from fills where run_id = ? order by id desc limit 1",
+    last_fill = con.execute("select ts, reason from fills where run_key = (select key from runs where id = ?) order by id desc limit 1",
                             (payload["run_id"],)).fetchone()
     assert last_fill == (floor_ts + 3_600_000, "equity_floor")
-    last_trade = con.execute("select side, exit_ts, exit_reason from trades where run_id = ? order by seq desc "
+    last_trade = con.execute("select side, exit_ts, exit_reason from trades where run_key = (select key from runs where id = ?) order by seq desc "
                              "limit 1", (payload["run_id"],)).fetchone()
     assert last_trade == ("short", floor_ts + 3_600_000, "equity_floor")

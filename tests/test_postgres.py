@@ -134,7 +134,7 @@ def test_paper_run_on_postgres_survives_sigkill_and_equals_the_backtest(pg_url: 
             actual = {"equity": series_rows(pg_query, run.id, "equity", placeholder="%s"),
                       "signals": series_rows(pg_query, run.id, "signals", placeholder="%s"),
                       "trades": pg_query("SELECT seq, side, qty, entry_ts, exit_ts, entry_price, exit_price, gross_pnl, "
-                                         "fees, pnl, return_pct, exit_reason, bars_held FROM trades WHERE run_id = %s "
+                                         "fees, pnl, return_pct, exit_reason, bars_held FROM trades WHERE run_key = (SELECT key FROM runs WHERE id = %s) "
                                          "ORDER BY seq", (run.id,))}
         engine.dispose()
         assert run.status == "stopped"

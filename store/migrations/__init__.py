@@ -6,7 +6,7 @@ Keep ``REVISIONS`` in step with ``versions/`` (a test checks it).
 """
 from pathlib import Path
 
-REVISIONS = ("0001_baseline", "0002_series_chunks", "0003_run_leases", "0004_sweeps")
+REVISIONS = ("0001_baseline", "0002_series_chunks", "0003_run_leases", "0004_sweeps", "0005_run_keys")
 HEAD = REVISIONS[-1]
 BASELINE = REVISIONS[0]
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent)

@@ -19,7 +19,8 @@ from domain.types import Order, OrderType, SignalPoint
 from feeds.synthetic import synthetic_bars
 from store.db import StoreError, init_db
 from store.schema import SCHEMA_VERSION, EquityRow, OrderRow, RunRow, SeriesChunkRow
-from store.repository import BarCommit, RunSpec, commit_bars, count_rows, create_run, get_run, mark_run, save_backtest
+from store.repository import (BarCommit, RunSpec, commit_bars, count_rows, create_run, get_run, mark_run, run_key_of,
+                              save_backtest)
 from strategies.zscore import ZScoreConfig, ZScoreReversion
 from tests.core.helpers import make_bar, make_fill, ts
 from tests.inspect.factories import fold_records
@@ -103,7 +104,7 @@ def test_save_backtest_writes_one_row_per_event(db, backtest) -> None:
     assert run.status == "completed" and run.metrics == {"total_return": 0.01}
     assert run.bars_processed == len(events.equity_ts_ms) and run.last_bar_ts == events.equity_ts_ms[-1]
     with Session(db) as s:
-        statuses = dict(s.execute(select(OrderRow.client_id, OrderRow.status).where(OrderRow.run_id == run_id)).all())
+        statuses = dict(s.execute(select(OrderRow.client_id, OrderRow.status).where(OrderRow.run_key == run_key_of(run_id))).all())
         tail = s.scalar(select(func.count()).select_from(EquityRow).where(EquityRow.run_id == run_id))
     assert statuses == {o.client_id: engine.broker.status[o.client_id] for o in events.orders}
     assert tail == 0  # a backtest's per-bar series are all chunks, no row per bar
@@ -294,7 +295,7 @@ def test_commit_bar_writes_one_bars_rows_atomically(db) -> None:
                                      status={"o1": "filled"})])
     assert count_rows(db, run_id) == ZERO | {"bars": 2, "orders": 1, "fills": 1, "equity": 2, "signals": 2}
     with Session(db) as s:
-        assert s.scalar(select(OrderRow.status).where(OrderRow.run_id == run_id)) == "filled"
+        assert s.scalar(select(OrderRow.status).where(OrderRow.run_key == run_key_of(run_id))) == "filled"
 
     # bar 2 fails late (its equity row reuses bar 1's ts): none of its orders, fills, bar or signal stay
     with pytest.raises(IntegrityError):
@@ -305,7 +306,7 @@ def test_commit_bar_writes_one_bars_rows_atomically(db) -> None:
     run = get_run(db, run_id)
     assert (run.last_bar_ts, run.bars_processed) == (ts(1), 2)
     with Session(db) as s:
-        assert s.scalar(select(OrderRow.status).where(OrderRow.run_id == run_id)) == "filled"
+        assert s.scalar(select(OrderRow.status).where(OrderRow.run_key == run_key_of(run_id))) == "filled"
     assert repo.load_run_bars(db, run_id) == [make_bar(i, 100 + i, 101 + i, 99 + i, 100.5 + i) for i in (0, 1)]
 
 

@@ -28,12 +28,12 @@ def test_an_open_position_at_the_end_is_not_counted_as_a_trade(tmp_path: Path, c
     positions = [(r[0], r[2]) for r in series_rows(lambda sql, p: con.execute(sql, p).fetchall(), full["run_id"],
                                                    "equity")]
     # The last bar of the first holding period after at least one closed trade: end the data there.
-    first_exit = con.execute("select min(exit_ts) from trades where run_id = ?", (full["run_id"],)).fetchone()[0]
+    first_exit = con.execute("select min(exit_ts) from trades where run_key = (select key from runs where id = ?)", (full["run_id"],)).fetchone()[0]
     i = next(k for k, (ts, pos) in enumerate(positions) if ts > first_exit and pos != 0.0)
     end_ts = positions[i + 1][0]  # --end is exclusive: the data stops at bar i, position open
     cut = _run(base + ["--end", str(end_ts)], capsys)
     m = cut["metrics"]
-    closed = con.execute("select count(*) from trades where run_id = ?", (cut["run_id"],)).fetchone()[0]
+    closed = con.execute("select count(*) from trades where run_key = (select key from runs where id = ?)", (cut["run_id"],)).fetchone()[0]
     last_pos = series_rows(lambda sql, p: con.execute(sql, p).fetchall(), cut["run_id"], "equity")[-1][2]
     assert last_pos != 0.0
     assert m["trades"] == closed >= 1  # closed round trips only

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from domain.types import Bar
+from store.repository import KEYED_TABLES
 from tests.series_oracle import series_rows
 from testkit.candles import random_walk_bars, write_candles_csv
 from testkit.loopback_exchange import LoopbackExchange
@@ -218,7 +219,8 @@ def table_rows(db: Path, run_id: str) -> dict[str, list[tuple]]:
         if table in ("equity", "signals"):
             out[table] = series_rows(lambda sql, params: query(db, sql, params), run_id, table)
         else:
-            out[table] = query(db, f"SELECT {cols} FROM {table} WHERE run_id = ? ORDER BY {order}", (run_id,))
+            owner = "run_key = (SELECT key FROM runs WHERE id = ?)" if table in KEYED_TABLES else "run_id = ?"
+            out[table] = query(db, f"SELECT {cols} FROM {table} WHERE {owner} ORDER BY {order}", (run_id,))
     return out
 
 
@@ -262,10 +264,12 @@ def check_run_integrity(db: Path, run_id: str) -> dict[str, Any]:
     assert run["bars_processed"] == len(ts), f"bars_processed {run['bars_processed']} vs {len(ts)} stored bars"
     sig = [r[0] for r in series_rows(lambda sql, params: query(db, sql, params), run_id, "signals")]
     assert len(sig) == len(set(sig)) and all(t >= run["trade_from_ts"] for t in sig)
-    seqs = [r[0] for r in query(db, "SELECT seq FROM trades WHERE run_id = ? ORDER BY seq", (run_id,))]
+    seqs = [r[0] for r in query(db, "SELECT seq FROM trades WHERE run_key = (SELECT key FROM runs WHERE id = ?) "
+                                       "ORDER BY seq", (run_id,))]
     assert seqs == list(range(len(seqs)))
-    orphan = query(db, "SELECT count(*) FROM fills f WHERE f.run_id = ? AND NOT EXISTS (SELECT 1 FROM orders o "
-                       "WHERE o.run_id = f.run_id AND o.client_id = f.order_client_id)", (run_id,))[0][0]
+    orphan = query(db, "SELECT count(*) FROM fills f WHERE f.run_key = (SELECT key FROM runs WHERE id = ?) AND NOT "
+                       "EXISTS (SELECT 1 FROM orders o WHERE o.run_key = f.run_key AND o.client_id = f.order_client_id)",
+                   (run_id,))[0][0]
     assert orphan == 0, "fills without an order"
     return run
 

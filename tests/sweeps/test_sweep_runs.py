@@ -37,7 +37,7 @@ def alone(capsys, tmp_path: Path, data: Path, strategy: str, params: dict, fee_b
     capsys.readouterr()
     assert run_backtest.main(args) == 0
     payload = json.loads(capsys.readouterr().out)
-    return payload, rows(db, f"select {TRADE_COLUMNS} from trades where run_id = :r order by seq",
+    return payload, rows(db, f"select {TRADE_COLUMNS} from trades where run_key = (select key from runs where id = :r) order by seq",
                          r=payload["run_id"])
 
 
@@ -54,7 +54,7 @@ def equity_ts(url: str, run_id: str):
 
 
 def stored_trades(url: str, run_id: str) -> list[tuple]:
-    return rows(url, f"select {TRADE_COLUMNS} from trades where run_id = :r order by seq", r=run_id)
+    return rows(url, f"select {TRADE_COLUMNS} from trades where run_key = (select key from runs where id = :r) order by seq", r=run_id)
 
 
 def test_sweep_on_a_local_dask_cluster_equals_runs_one_by_one(candles, db_url, tmp_path, capsys) -> None:
