@@ -97,8 +97,9 @@ def execute(request: BacktestRequest, series: BarSeries, *, progress: ProgressFa
     if strategy is None:
         strategy = spec.build(params, series.timeframe_ms)
     trade_from = tradable_start(strategy, series, request.trade_from_ms)
-    if progress is not None:
-        spec.watch_models(strategy, progress(spec.model_count(strategy, series)))
+    models = spec.model_count(strategy, series)
+    if progress is not None and models > 0:  # no bar for a strategy without models
+        spec.watch_models(strategy, progress(models))
     result = run_backtest(series, strategy, broker, engine=request.engine, trade_from_ms=trade_from)
     report: dict[str, Any] = result.baseline_report()  # buy-and-hold's metrics and the inputs of its curve
     if request.with_report and spec.report is not None:

@@ -43,16 +43,26 @@ class EquityMarks:
             return
         if not self._at or self._at[0] > done:
             raise RuntimeError("equity marks without a noted book")  # the engine notes it when trading starts
-        marks = np.arange(done, total)
-        which = np.searchsorted(np.asarray(self._at), marks, side="right") - 1
-        cash = np.asarray(self._cash, dtype=np.float64)[which]
-        qty = np.asarray(self._qty, dtype=np.float64)[which]
+        # Notes from the last one at or before ``done`` on, each holding until the next note (or the end).
+        at = np.asarray(self._at, dtype=np.int64)
+        first = int(np.searchsorted(at, done, side="right")) - 1
+        bounds = np.clip(np.append(at[first:], total), done, total)
+        counts = np.diff(bounds)
+        cash = np.repeat(np.asarray(self._cash[first:], dtype=np.float64), counts)
+        qty = np.repeat(np.asarray(self._qty[first:], dtype=np.float64), counts)
         close = np.frombuffer(ev.equity_close, dtype=np.float64)[done:total]
-        equity = cash + qty * close
-        ev.equity_cash.frombytes(cash.tobytes())
-        ev.equity_position.frombytes(qty.tobytes())
-        ev.equity_quote.frombytes(equity.tobytes())
+        equity = qty * close
+        equity += cash  # in place: the same two roundings as cash + qty × close
+        del close  # release the view: equity_close must stay resizable
+        ev.equity_cash.frombytes(_raw(cash))
+        ev.equity_position.frombytes(_raw(qty))
+        ev.equity_quote.frombytes(_raw(equity))
         # Notes before the last one in use are no longer needed.
-        last = int(which[-1])
+        last = len(at) - 1
         if last > 0:
             del self._at[:last], self._cash[:last], self._qty[:last]
+
+
+def _raw(values: np.ndarray) -> memoryview:
+    """The array's bytes without a copy (array.frombytes wants a byte-format buffer)."""
+    return memoryview(values).cast("B")
