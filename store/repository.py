@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from array import array
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -441,26 +442,29 @@ def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], sta
 def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
                    trades: Sequence[Trade], trade_seq_start: int,
                    signals: Sequence[SignalPoint]) -> list[tuple[str, list[str], list[tuple]]]:
-    return [_table_rows(OrderRow, [order_row(o, status.get(o.client_id, "submitted")) for o in orders]),
-            _table_rows(FillRow, [fill_row(f) for f in fills]),
-            _table_rows(TradeRow, [trade_row(trade_seq_start + i, t) for i, t in enumerate(trades)]),
-            _table_rows(SignalRow, [signal_row(run_id, s) for s in signals])]
+    # Generators: one row dict at a time becomes a tuple (a list of 100k order dicts is ~60 MB).
+    return [_table_rows(OrderRow, (order_row(o, status.get(o.client_id, "submitted")) for o in orders)),
+            _table_rows(FillRow, (fill_row(f) for f in fills)),
+            _table_rows(TradeRow, (trade_row(trade_seq_start + i, t) for i, t in enumerate(trades))),
+            _table_rows(SignalRow, (signal_row(run_id, s) for s in signals))]
 
 
 BATCH_ROWS = 20_000
 
 
-def _table_rows(table: type, rows: list[dict[str, Any]]) -> tuple[str, list[str], list[tuple]]:
+def _table_rows(table: type, rows: Iterable[dict[str, Any]]) -> tuple[str, list[str], list[tuple]]:
     """(table name, columns, value tuples) of dict rows that share their keys.
 
     SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
     as 0.0 (equal as numbers) so both backends hold, and export, the same values.
     """
     name = table.__table__.name  # type: ignore[attr-defined]
-    if not rows:
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
         return name, [], []
-    return name, list(rows[0]), [tuple(0.0 if v.__class__ is float and v == 0 else v for v in row.values())
-                                 for row in rows]
+    return name, list(first), [tuple(0.0 if v.__class__ is float and v == 0 else v for v in row.values())
+                               for row in chain((first,), rows)]
 
 
 def _insert(conn: Connection, table: type, rows: list[dict[str, Any]]) -> None:
