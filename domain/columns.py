@@ -140,15 +140,24 @@ class SignalLog(Sequence[SignalPoint]):
         return f"SignalLog({len(self)} points)"
 
     def columns(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-        """name -> (values, missing mask or None), in SignalPoint field order; exact values."""
+        """name -> (values, missing mask or None), in SignalPoint field order; exact values.
+
+        The values are read-only views of the log's own arrays, not copies (40 MB on a 1M-bar
+        run): while any of them is alive the log refuses appends (BufferError).
+        """
         self._compact()
-        missing = np.frombuffer(bytes(self._missing), dtype=np.uint8)
+        missing = np.frombuffer(self._missing, dtype=np.uint8)
         out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
-            "ts": (np.frombuffer(self._ts, dtype=np.int64).copy(), None),
-            "signal": (np.frombuffer(self._signal, dtype=np.float64).copy(), None)}
+            "ts": (_view(self._ts, np.int64), None), "signal": (_view(self._signal, np.float64), None)}
         for name, values, bit, dtype in (("threshold", self._threshold, 1, np.float64),
                                          ("unusualness", self._unusual, 2, np.float64),
                                          ("model_version", self._version, 4, np.int64)):
             mask = (missing & bit).astype(bool)
-            out[name] = (np.frombuffer(values, dtype=dtype).copy(), mask if mask.any() else None)
+            out[name] = (_view(values, dtype), mask if mask.any() else None)
         return out
+
+
+def _view(values: array, dtype: Any) -> np.ndarray:
+    view = np.frombuffer(values, dtype=dtype)
+    view.flags.writeable = False
+    return view
