@@ -147,7 +147,9 @@ def compute_metrics(equity_quote: Sequence[float] | np.ndarray, trades: Sequence
                        max_drawdown_days=None, calmar=None, open_trade=0, open_position_qty=0.0, exposure=None,
                        turnover=None, fees_paid=None, final_equity=None, bars=0, max_drawdown_bars=None, **stats)
     curve = np.concatenate(([initial_cash_quote], eq))
+    dd, dd_bars = max_drawdown(curve)  # first, so that the curve can go before the returns' temporaries
     rets = curve[1:] / curve[:-1] - 1.0
+    del curve
     years = n / bars_per_year
     final = float(eq[-1])
     cagr: float | None = -1.0
@@ -157,7 +159,6 @@ def compute_metrics(equity_quote: Sequence[float] | np.ndarray, trades: Sequence
     std = float(np.std(rets, ddof=1)) if n > 1 else 0.0
     mean = float(np.mean(rets))
     downside = float(np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2)))
-    dd, dd_bars = max_drawdown(curve)
     exposure = open_trade = open_qty = None
     if position_qty is not None:
         pos = np.asarray(position_qty, dtype=float)
@@ -197,7 +198,9 @@ def max_drawdown(curve: np.ndarray) -> tuple[float, int]:
     under = np.concatenate(([0], (curve < peaks).astype(np.int8), [0]))
     edges = np.flatnonzero(np.diff(under))  # starts and ends of runs below the previous peak
     longest = int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
-    return float(np.min(curve / peaks - 1.0)), longest
+    fall = np.divide(curve, peaks, out=peaks)  # in place: one curve-sized array less
+    fall -= 1.0
+    return float(np.min(fall)), longest
 
 
 def _running_peak(equity: np.ndarray, start_quote: float | None = None) -> np.ndarray:
