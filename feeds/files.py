@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from domain.heap import release_free_heap
 from domain.series import BarSeries
 from feeds.validation import VALUE_COLUMNS, DataError, order_problems, value_problems
 
@@ -251,15 +252,9 @@ def _release_free_heap() -> None:
     """Hand the parse buffers' freed heap back to the OS (glibc keeps it otherwise, and the
     engine's small objects live in separate arenas that cannot reuse it): ~150 MB less peak
     RSS on a 1M-bar file. The CSV reader also takes some buffers from Arrow's default pool
-    (mimalloc), which keeps freed pages until told: another ~70 MB on 1M bars.
-    malloc_trim is a no-op where glibc's is not available."""
+    (mimalloc), which keeps freed pages until told: another ~70 MB on 1M bars."""
     pa.default_memory_pool().release_unused()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_free_heap()
 
 
 # epoch units told apart by magnitude, per value: s < 1e11 <= ms < 1e14 <= µs < 1e17 <= ns
