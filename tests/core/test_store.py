@@ -254,10 +254,10 @@ def test_exception_midway_through_save_backtest_writes_nothing(db, backtest, mon
     engine, events = backtest
     run_id = create_run(db, _spec())
 
-    def explode(*args, **kwargs):  # orders and fills are already inserted when trades are converted
+    def explode(*args, **kwargs):  # orders, fills and trades are already inserted when the series are
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(repo, "trade_row", explode)
+    monkeypatch.setattr(repo, "write_chunks", explode)
     with pytest.raises(RuntimeError, match="disk on fire"):
         save_backtest(db, run_id, events, engine.broker.status, {}, None)
     _assert_nothing_written_then_mark_failed(db, run_id)
