@@ -28,6 +28,11 @@ from store.repository import count_rows, get_run, load_series
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE_SQL = Path(__file__).parent / "fixtures" / "baseline_schema_v1.sql"
 OLD_RUN = "928042ce116d4efaa6a678b96f8330ff"
+KEYED_COLUMNS = {"orders": "id, client_id, ts, type, side, qty, target_fraction, price, reason, status, signal, "
+                           "threshold, model_version",
+                 "fills": "id, order_client_id, ts, side, qty, price, fee, reason",
+                 "trades": "id, seq, side, qty, entry_ts, exit_ts, entry_price, exit_price, gross_pnl, fees, pnl, "
+                           "return_pct, exit_reason, bars_held"}
 
 
 def sha(path: Path) -> str:
@@ -91,6 +96,9 @@ def test_older_file_opens_after_upgrade_with_its_runs_readable(old_db: Path, cap
                                "WHERE run_id = ? ORDER BY ts")
     trades = old_rows(old_db, "SELECT seq, pnl FROM trades WHERE run_id = ? ORDER BY seq")
     assert len(equity) == 240 and len(signals) == 190 and len(trades) == 10
+    before = {table: old_rows(old_db, f"SELECT {cols} FROM {table} WHERE run_id = ? ORDER BY id")
+              for table, cols in KEYED_COLUMNS.items()}
+    assert all(before.values())
     done = subprocess.run([sys.executable, "-m", "store", "upgrade", "--db", str(old_db)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -106,6 +114,9 @@ def test_older_file_opens_after_upgrade_with_its_runs_readable(old_db: Path, cap
     finally:
         db.dispose()
     assert old_rows(old_db, "SELECT count(*) FROM equity WHERE run_id = ?") == [(0,)]  # no duplicate rows left
+    for table, cols in KEYED_COLUMNS.items():  # orders, fills, trades: every row now found through runs.key
+        assert old_rows(old_db, f"SELECT {cols} FROM {table} WHERE run_key = (SELECT key FROM runs WHERE id = ?) "
+                                f"ORDER BY id") == before[table], table
     # and the upgraded file takes new runs
     data = old_db.parent / "bars.csv"
     synthetic_bars(300, seed=1).to_frame().to_csv(data, index=False)
