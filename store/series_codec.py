@@ -4,21 +4,25 @@ Why not one row per bar: a 1M-bar run is 2M rows (~230 MB, ~30 s to insert). A c
 chunk is a few MB and one INSERT. Floats round-trip bit for bit (no text, no rounding).
 
 Encodings (little-endian, portable across SQLite and PostgreSQL ``bytea``):
-- ``f8:shuffle+zlib``: float64 bytes transposed so byte k of every value is contiguous
-  (sign/exponent bytes repeat, so zlib squeezes them), then zlib;
-- ``i8:delta+shuffle+zlib``: int64 differences from the previous value (the first value
+- ``f8:shuffle+zstd``: float64 bytes transposed so byte k of every value is contiguous
+  (sign/exponent bytes repeat, so the compressor squeezes them), then zstd level 1;
+- ``i8:delta+shuffle+zstd``: int64 differences from the previous value (the first value
   from 0), shuffled and compressed: bar times 3,600,000 ms apart cost almost nothing.
-Missing values (``None``) travel in a separate packed bit mask; their slots hold 0.
+- ``…+zlib``: the same with zlib level 1, as written before zstd (still read). zstd (pyarrow's
+  codec) compresses these columns as small as zlib did, about 25× faster.
+Missing values (``None``) travel in a separate packed bit mask (zlib); their slots hold 0.
 """
 from __future__ import annotations
 
 import zlib
 
 import numpy as np
+import pyarrow as pa
 
-FLOAT_ENCODING = "f8:shuffle+zlib"
-INT_ENCODING = "i8:delta+shuffle+zlib"
-ZLIB_LEVEL = 1  # level 1 is ~5x faster than 6 and within a few % of its size on these columns
+FLOAT_ENCODING = "f8:shuffle+zstd"
+INT_ENCODING = "i8:delta+shuffle+zstd"
+ZLIB_LEVEL = 1  # masks, and the chunks written before zstd
+_ZSTD = pa.Codec("zstd", compression_level=1)
 
 
 def _shuffle(raw: np.ndarray) -> bytes:
@@ -33,20 +37,26 @@ def encode(values: np.ndarray) -> tuple[str, bytes]:
     """(encoding, blob) for a float64 or int64 column."""
     if values.dtype.kind == "f":
         le = np.ascontiguousarray(values, dtype="<f8")
-        return FLOAT_ENCODING, zlib.compress(_shuffle(le), ZLIB_LEVEL)
+        return FLOAT_ENCODING, _ZSTD.compress(_shuffle(le), asbytes=True)
     if values.dtype.kind in "iu":
         ints = np.ascontiguousarray(values, dtype="<i8")
         deltas = np.diff(ints, prepend=np.int64(0)) if len(ints) else ints
-        return INT_ENCODING, zlib.compress(_shuffle(deltas.astype("<i8")), ZLIB_LEVEL)
+        return INT_ENCODING, _ZSTD.compress(_shuffle(deltas.astype("<i8")), asbytes=True)
     raise TypeError(f"cannot encode a {values.dtype} column")
 
 
 def decode(encoding: str, blob: bytes, n: int) -> np.ndarray:
     """The exact array :func:`encode` was given (native byte order)."""
-    raw = _unshuffle(zlib.decompress(blob), n)
-    if encoding == FLOAT_ENCODING:
+    layout, _, codec = encoding.rpartition("+")
+    if codec == "zstd":
+        raw = _unshuffle(_ZSTD.decompress(blob, decompressed_size=8 * n, asbytes=True), n)
+    elif codec == "zlib":
+        raw = _unshuffle(zlib.decompress(blob), n)
+    else:
+        raise ValueError(f"unknown series encoding {encoding!r}")
+    if layout == "f8:shuffle":
         return raw.view("<f8").astype(np.float64, copy=False)
-    if encoding == INT_ENCODING:
+    if layout == "i8:delta+shuffle":
         return np.cumsum(raw.view("<i8"), dtype=np.int64)
     raise ValueError(f"unknown series encoding {encoding!r}")
 

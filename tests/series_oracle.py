@@ -1,5 +1,5 @@
 """An independent reader of the stored per-bar series, written from the format's documentation
-(store/series_codec.py docstring) with plain sqlite3/DB-API rows, zlib and numpy: no store code.
+(store/series_codec.py docstring) with plain sqlite3/DB-API rows, zlib, pyarrow's zstd and numpy: no store code.
 
 Tests use it as the oracle for what the repository wrote: chunks of a column by number, then the
 live-tail rows (tables equity / signals) by ts.
@@ -10,16 +10,20 @@ import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 COLUMNS = {"equity": ("ts", "cash", "position", "close", "equity"),
            "signals": ("ts", "signal", "threshold", "unusualness", "model_version")}
 
 
 def _decode(encoding: str, blob: bytes, n: int) -> np.ndarray:
-    raw = np.frombuffer(zlib.decompress(bytes(blob)), dtype=np.uint8).reshape(8, n).T.copy().reshape(-1)
-    if encoding == "f8:shuffle+zlib":
+    layout, codec = encoding.rsplit("+", 1)
+    data = (zlib.decompress(bytes(blob)) if codec == "zlib"
+            else pa.decompress(bytes(blob), decompressed_size=8 * n, codec=codec, asbytes=True))
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(8, n).T.copy().reshape(-1)
+    if layout == "f8:shuffle":
         return raw.view("<f8")
-    assert encoding == "i8:delta+shuffle+zlib", encoding
+    assert layout == "i8:delta+shuffle", encoding
     return np.cumsum(raw.view("<i8"))
 
 
