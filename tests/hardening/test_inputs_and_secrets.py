@@ -19,7 +19,7 @@ from domain.redact import mask_url
 from domain.strict_json import dumps_strict
 from store.db import init_db
 from store.repository import RunNameTaken, RunSpec, create_run
-from tests.paper.helpers import PaperProcess, frozen_server, make_bars, paper_args, release_clock, run_row
+from tests.paper.helpers import PaperProcess, frozen_server, make_bars, paper_args, run_row, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,13 +162,9 @@ def test_credentials_in_the_exchange_url_are_stored_logged_and_shown_nowhere(bar
     db = tmp_path / "paper.db"
     server = frozen_server(bars, 100)
     url = server.url.replace("http://", f"http://trader:{SECRET}@")
-    try:
-        server.inject("http_503", count=2, path="klines")  # retry warnings quote the failing request's URL
-        proc = PaperProcess(paper_args(url, db, "masked", max_bars=5))
-        release_clock(proc, server, speed=600)
-        assert proc.finish(60) == 0, proc.stderr_text()[-2000:]
-    finally:
-        server.stop()
+    server.inject("http_503", count=2, path="klines")  # retry warnings quote the failing request's URL
+    proc, rc = run_to_end(server, paper_args(url, db, "masked", max_bars=5), speed=600)
+    assert rc == 0, proc.stderr_text()[-2000:]
     assert "503" in proc.stderr_text()  # the warnings were written ...
     assert SECRET not in proc.stderr_text() and SECRET not in proc.stdout_text()  # ... without the password
     run = run_row(db, name="masked")

@@ -16,7 +16,8 @@ import pytest
 
 from domain.types import Bar
 from tests.paper.helpers import (PaperProcess, assert_same_rows, backtest_rows, check_run_integrity, frozen_server,
-                                 make_bars, paper_args, query, release_clock, run_row, stored_bars, table_rows)
+                                 make_bars, paper_args, query, release_clock, run_row, run_to_end, stored_bars,
+                                 table_rows)
 
 START = 60  # first live candle (zscore warms up on 52)
 
@@ -101,12 +102,8 @@ def test_sigkilled_owner_is_taken_over_at_once_on_the_same_host(bars: list[Bar],
 def _finished_run(bars: list[Bar], tmp_path: Path, name: str) -> tuple[Path, dict]:
     db = tmp_path / "paper.db"
     server = frozen_server(bars, START)
-    try:
-        proc = PaperProcess(paper_args(server.url, db, name, max_bars=5))
-        release_clock(proc, server, speed=3000)
-        assert proc.finish(60) == 0, proc.stderr_text()[-2000:]
-    finally:
-        server.stop()
+    proc, rc = run_to_end(server, paper_args(server.url, db, name, max_bars=5), speed=3000)
+    assert rc == 0, proc.stderr_text()[-2000:]
     return db, run_row(db, name=name)
 
 

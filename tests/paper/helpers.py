@@ -177,6 +177,23 @@ class PaperProcess:
             return "\n".join(self.out)
 
 
+def run_to_end(server: LoopbackExchange, args: Sequence[str], *, speed: float, timeout_s: float = 60.0,
+               env: dict[str, str] | None = None) -> tuple[PaperProcess, int]:
+    """Run run_paper.py until it exits (the server clock released once its run exists); then stop the server.
+
+    Returns the process (for its output) and its exit status; a process still alive on the way out is killed.
+    """
+    proc = PaperProcess(args, env=env)
+    try:
+        release_clock(proc, server, speed=speed)
+        rc = proc.finish(timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    return proc, rc
+
+
 # ---------------------------------------------------------------------- the SQLite file, read directly
 def _connect(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)

@@ -11,9 +11,8 @@ import pytest
 
 from domain.types import Bar
 
-from .helpers import (SCORE_OPTS, SCORE_WARMUP, PaperProcess, assert_same_rows, backtest_rows,
-                      check_run_integrity, frozen_server, paper_args, release_clock, run_row, stored_bars,
-                      table_rows)
+from .helpers import (SCORE_OPTS, SCORE_WARMUP, assert_same_rows, backtest_rows, check_run_integrity,
+                      frozen_server, paper_args, run_row, run_to_end, stored_bars, table_rows)
 
 LIVE = 120
 START = SCORE_WARMUP + 40
@@ -32,14 +31,8 @@ def test_forecast_paper_run_equals_backtest(case: str, bars: list[Bar], tmp_path
     db = tmp_path / "paper.db"
     name = f"forecast-{case}"
     server = frozen_server(bars, START)
-    proc = PaperProcess(paper_args(server.url, db, name, strategy="score", max_bars=LIVE, extra=opts))
-    try:
-        release_clock(proc, server, speed=1200)
-        rc = proc.finish(90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
+    proc, rc = run_to_end(server, paper_args(server.url, db, name, strategy="score", max_bars=LIVE, extra=opts),
+                          speed=1200, timeout_s=90)
     assert rc == 0, proc.stderr_text()[-2000:]
     run = check_run_integrity(db, run_row(db, name=name)["id"])
     consumed = stored_bars(db, run["id"])

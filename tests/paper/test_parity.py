@@ -12,9 +12,8 @@ import json
 from domain.types import Bar
 
 from .conftest import SCORE_LIVE, ZSCORE_LIVE, PaperRun
-from .helpers import (SCORE_OPTS, SCORE_WARMUP, TF_MS, ZSCORE_WARMUP, PaperProcess, assert_same_rows,
-                      backtest_rows, check_run_integrity, frozen_server, paper_args, release_clock, run_row,
-                      stored_bars, table_rows)
+from .helpers import (SCORE_OPTS, SCORE_WARMUP, TF_MS, ZSCORE_WARMUP, assert_same_rows, backtest_rows,
+                      check_run_integrity, frozen_server, paper_args, run_row, run_to_end, stored_bars, table_rows)
 
 
 def test_zscore_paper_run_equals_backtest_on_its_candles(zscore_paper: PaperRun, bars: list[Bar]) -> None:
@@ -71,14 +70,7 @@ def test_bybit_paper_run_equals_backtest(bars: list[Bar], tmp_path) -> None:
     server = frozen_server(bars, start, exchanges=("bybit",))
     args = paper_args(server.url, db, "bybit", max_bars=live)
     args[args.index("--exchange") + 1] = "bybit"
-    proc = PaperProcess(args)
-    try:
-        release_clock(proc, server, speed=3000)
-        rc = proc.finish(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
+    proc, rc = run_to_end(server, args, speed=3000)
     assert rc == 0, proc.stderr_text()[-2000:]
     run = check_run_integrity(db, run_row(db, name="bybit")["id"])
     consumed = stored_bars(db, run["id"])
