@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import uuid
 from array import array
-from itertools import chain
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, func, insert, select, update
@@ -29,7 +28,7 @@ from domain.strict_json import jsonable
 from domain.records import ModelVersionRecord
 from store.db import StoreError
 from store.lease import verify_and_renew
-from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SignalRow,
+from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow,
                           TradeRow)
 from store.provenance import code_version, utc_now_iso
 from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,
@@ -153,7 +152,7 @@ def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, 
     series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
     chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
     with gc_paused():
-        tables = [_table_rows(ModelVersionRow, _model_version_rows(run_id, model_versions)),
+        tables = [("model_versions", *_model_version_rows(run_id, model_versions)),
                   *_activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ())]
     results = {"status": "completed", "metrics": jsonable(metrics), "report": jsonable(report),
                "start_ts": start_ts, "end_ts": end_ts, "last_bar_ts": end_ts,
@@ -449,9 +448,13 @@ def _rows(columns: dict[str, list[Any]], floats: Sequence[str]) -> tuple[list[st
     return list(columns), list(zip(*columns.values()))
 
 
-def signal_row(run_id: str, s: SignalPoint) -> dict[str, Any]:
-    return {"run_id": run_id, "ts": s.ts_ms, "signal": s.signal, "threshold": s.threshold,
-            "unusualness": s.unusualness, "model_version": s.model_version}
+def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> tuple[list[str], list[tuple]]:
+    """Rows of the live signal tail (paper runs; a backtest stores its signals as chunks)."""
+    return _rows({"run_id": [run_id] * len(signals), "ts": [s.ts_ms for s in signals],
+                  "signal": [s.signal for s in signals], "threshold": [s.threshold for s in signals],
+                  "unusualness": [s.unusualness for s in signals],
+                  "model_version": [s.model_version for s in signals]},
+                 floats=("signal", "threshold", "unusualness"))
 
 
 def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], status: dict[str, str],
@@ -469,32 +472,10 @@ def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str],
                    signals: Sequence[SignalPoint]) -> list[tuple[str, list[str], list[tuple]]]:
     return [("orders", *order_rows(orders, status)), ("fills", *fill_rows(fills)),
             ("trades", *trade_rows(trades, trade_seq_start)),
-            _table_rows(SignalRow, (signal_row(run_id, s) for s in signals))]
+            ("signals", *signal_rows(run_id, signals))]
 
 
 BATCH_ROWS = 20_000
-
-
-def _table_rows(table: type, rows: Iterable[dict[str, Any]]) -> tuple[str, list[str], list[tuple]]:
-    """(table name, columns, value tuples) of dict rows that share their keys.
-
-    SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
-    as 0.0 (equal as numbers) so both backends hold, and export, the same values.
-    """
-    name = table.__table__.name  # type: ignore[attr-defined]
-    rows = iter(rows)
-    first = next(rows, None)
-    if first is None:
-        return name, [], []
-    return name, list(first), [tuple(0.0 if v.__class__ is float and v == 0 else v for v in row.values())
-                               for row in chain((first,), rows)]
-
-
-def _insert(conn: Connection, table: type, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert inside the caller's transaction (see :func:`_write_batch`)."""
-    name, columns, tuples = _table_rows(table, rows)
-    for start in range(0, len(tuples), BATCH_ROWS):
-        _write_batch(conn, RunRow.metadata.tables[name], columns, tuples[start:start + BATCH_ROWS])
 
 
 def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[tuple],
@@ -543,14 +524,15 @@ KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.ke
 
 
 def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
-    _insert(conn, ModelVersionRow, _model_version_rows(run_id, records))
+    columns, rows = _model_version_rows(run_id, records)
+    if rows:
+        _write_batch(conn, ModelVersionRow.__table__, columns, rows)
 
 
-def _model_version_rows(run_id: str, records: Sequence[ModelVersionRecord]) -> list[dict[str, Any]]:
-    now = utc_now_iso()
-    return [
-        {"run_id": run_id, "created_at": now, "fold_index": r.fold_index, "train_start_ts": r.train_start_ts,
-         "train_end_ts": r.train_end_ts, "trade_start_ts": r.trade_start_ts, "trade_end_ts": r.trade_end_ts,
-         "objective": r.objective, "seed": r.seed, "threshold": r.threshold, "train_loss": r.train_loss,
-         "val_loss": r.val_loss, "steps": r.steps, "train_seconds": r.train_seconds, "config": r.config,
-         "losses": r.losses, "sample_check": r.sample_check, "checkpoint": r.checkpoint} for r in records]
+def _model_version_rows(run_id: str, records: Sequence[ModelVersionRecord]) -> tuple[list[str], list[tuple]]:
+    fields = ("fold_index", "train_start_ts", "train_end_ts", "trade_start_ts", "trade_end_ts", "objective", "seed",
+              "threshold", "train_loss", "val_loss", "steps", "train_seconds", "config", "losses", "sample_check",
+              "checkpoint")
+    columns = {"run_id": [run_id] * len(records), "created_at": [utc_now_iso()] * len(records),
+               **{name: [getattr(r, name) for r in records] for name in fields}}
+    return _rows(columns, floats=("threshold", "train_loss", "val_loss", "train_seconds"))

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from app.sweep.plan import SweepTask
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -35,10 +34,7 @@ class TaskResult:
     params: dict[str, Any] = field(default_factory=dict)  # every strategy parameter, resolved
     config: dict[str, Any] = field(default_factory=dict)  # the strategy's frozen config
     metrics: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
     stored: Any = None  # store.repository.PreparedRun: the run's rows, built here so the driver only inserts
-    start_ts: int | None = None
-    end_ts: int | None = None
     timeframe_ms: int | None = None
     data_source: str | None = None
     seconds: float = 0.0  # wall time in the worker
@@ -101,8 +97,7 @@ def _run(task: SweepTask) -> TaskResult:
                               list(outcome.spec.model_versions(outcome.strategy)), r.start_ts, r.end_ts)
     return TaskResult(
         task.config_hash, True, params=outcome.params, config=config_dict(outcome.strategy), metrics=outcome.metrics,
-        report=outcome.report, stored=stored, start_ts=r.start_ts, end_ts=r.end_ts,
-        timeframe_ms=series.timeframe_ms, data_source=series.source)
+        stored=stored, timeframe_ms=series.timeframe_ms, data_source=series.source)
 
 
 def load_cached(path: str, expected_hash: str) -> Any:
