@@ -97,8 +97,7 @@ def execute(request: BacktestRequest, series: BarSeries, *, progress: ProgressFa
     if strategy is None:
         strategy = spec.build(params, series.timeframe_ms)
     trade_from = tradable_start(strategy, series, request.trade_from_ms)
-    models = spec.model_count(strategy, series)
-    if progress is not None and models > 0:  # no bar for a strategy without models
+    if progress is not None and (models := spec.model_count(strategy, series)) > 0:  # no bar without models
         spec.watch_models(strategy, progress(models))
     result = run_backtest(series, strategy, broker, engine=request.engine, trade_from_ms=trade_from)
     report: dict[str, Any] = result.baseline_report()  # buy-and-hold's metrics and the inputs of its curve

@@ -77,13 +77,10 @@ def create_run(engine: Engine, spec: RunSpec, *, extra_rows: Sequence[Any] = ())
     same transaction. A name already taken, even by a run inserted a moment ago by
     another process, raises :class:`RunNameTaken` naming that run.
     """
-    row = new_run_row(spec)
+    row = new_run_row(spec, dialect=engine.dialect.name)
     run_id = row.id
     try:
         with Session(engine) as session, session.begin():
-            key = next_run_key(engine.dialect.name)
-            if key is not None:
-                row.key = key
             session.add(row)
             session.flush()  # the run row first: extra rows refer to it
             for row in extra_rows:
@@ -235,19 +232,23 @@ def of_run(table: Any, run_id: str) -> Any:
 
 
 def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None,
-                run_id: str | None = None) -> RunRow:
+                run_id: str | None = None, *, dialect: str) -> RunRow:
     """An unsaved run row for ``spec`` (create_run commits one at once; a sweep adds it to its own transaction).
 
     URLs in the data source, parameters and error are masked (no credentials); non-finite numbers become null.
     """
     now = utc_now_iso()
-    return RunRow(id=run_id or new_run_id(), name=spec.name, mode=spec.mode, strategy=spec.strategy, engine=spec.engine,
-                  params=jsonable(mask_secrets(spec.params)), symbol=spec.symbol, exchange=spec.exchange,
-                  timeframe=spec.timeframe,
-                  data_source=mask_text(spec.data_source) if spec.data_source else spec.data_source,
-                  data_hash=spec.data_hash, code_version=code_version(), status=status,
-                  error=mask_text(error) if error else error, created_at=now, updated_at=now,
-                  trade_from_ts=spec.trade_from_ts, initial_cash=spec.initial_cash, bars_processed=0)
+    row = RunRow(id=run_id or new_run_id(), name=spec.name, mode=spec.mode, strategy=spec.strategy,
+                 engine=spec.engine, params=jsonable(mask_secrets(spec.params)), symbol=spec.symbol,
+                 exchange=spec.exchange, timeframe=spec.timeframe,
+                 data_source=mask_text(spec.data_source) if spec.data_source else spec.data_source,
+                 data_hash=spec.data_hash, code_version=code_version(), status=status,
+                 error=mask_text(error) if error else error, created_at=now, updated_at=now,
+                 trade_from_ts=spec.trade_from_ts, initial_cash=spec.initial_cash, bars_processed=0)
+    key = next_run_key(dialect)
+    if key is not None:  # left unset on PostgreSQL, where the sequence numbers it
+        row.key = key
+    return row
 
 
 def load_run_columns(engine: Engine, run_id: str) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from store.db import StoreError
 from store.schema import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
-from store.repository import PreparedRun, RunSpec, new_run_row, next_run_key, write_prepared
+from store.repository import PreparedRun, RunSpec, new_run_row, write_prepared
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,10 @@ def save_sweep_run(engine: Engine, spec: RunSpec, link: SweepLink, finished: Pre
     failures); a completed one is never written twice (the unique key refuses it).
     """
     row = new_run_row(spec, status="running" if finished is not None else "failed", error=error,
-                      run_id=None if finished is None else finished.run_id)
+                      run_id=None if finished is None else finished.run_id, dialect=engine.dialect.name)
     run_id = row.id
-    run_values = {c.key: getattr(row, c.key) for c in RunRow.__table__.columns if c.key != "key"}
-    key = next_run_key(engine.dialect.name)
-    if key is not None:
-        run_values["key"] = key
+    # Unset (None) columns are left out, so a database default (PostgreSQL's run-key sequence) applies.
+    run_values = {c.key: value for c in RunRow.__table__.columns if (value := getattr(row, c.key)) is not None}
     with engine.begin() as conn:
         old = conn.execute(select(SweepRunRow.run_id).where(
             SweepRunRow.sweep_id == link.sweep_id, SweepRunRow.role == link.role,
