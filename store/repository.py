@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import JSON, Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.events import EngineEvents
@@ -26,6 +26,7 @@ from domain.types import Bar, Fill, Order, SignalPoint, Trade
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
 from domain.records import ModelVersionRecord
+from store.bulk import RowBatch, write_batch
 from store.db import StoreError
 from store.lease import verify_and_renew
 from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow,
@@ -125,7 +126,7 @@ class PreparedRun:
     """
 
     run_id: str
-    tables: list[tuple[str, list[str], list[tuple]]]  # (table name, columns, rows) in insert order
+    tables: list[tuple[str, RowBatch]]  # (table name, its rows) in insert order
     chunks: list[dict[str, Any]]  # series_chunks rows
     results: dict[str, Any]  # the run row's final values (metrics, report, span, bar count)
 
@@ -149,21 +150,20 @@ def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, 
     series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
     chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
     with gc_paused():
-        tables = [("model_versions", *_model_version_rows(run_id, model_versions)),
+        tables = [("model_versions", _model_version_rows(run_id, model_versions)),
                   *_activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ())]
     results = {"status": "completed", "metrics": jsonable(metrics), "report": jsonable(report),
                "start_ts": start_ts, "end_ts": end_ts, "last_bar_ts": end_ts,
                "bars_processed": len(events.equity_ts_ms)}
-    return PreparedRun(run_id, [t for t in tables if t[2]], chunks, results)
+    return PreparedRun(run_id, [t for t in tables if len(t[1])], chunks, results)
 
 
 def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
     """Insert a prepared backtest inside the caller's transaction and mark its run completed."""
     key = _run_key(conn, prepared.run_id)
-    for name, columns, rows in prepared.tables:
-        table = RunRow.metadata.tables[name]
-        for start in range(0, len(rows), BATCH_ROWS):
-            _write_batch(conn, table, columns, rows[start:start + BATCH_ROWS], key if name in KEYED_TABLES else None)
+    for name, batch in prepared.tables:
+        write_batch(conn, RunRow.metadata.tables[name], batch.with_shared("run_key", key) if name in KEYED_TABLES
+                    else batch)
     write_chunks(conn, prepared.chunks)
     conn.execute(update(RunRow).where(RunRow.id == prepared.run_id).values(
         **prepared.results, updated_at=utc_now_iso()))
@@ -406,9 +406,9 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
         session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
 
-def order_rows(orders: Sequence[Order], status: dict[str, str]) -> tuple[list[str], list[tuple]]:
-    """orders rows without their run (written with the run's key, see :func:`_write_batch`)."""
-    return _rows({"client_id": [o.client_id for o in orders], "ts": [o.created_ts_ms for o in orders],
+def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
+    """orders rows without their run (written with the run's key, see :func:`write_prepared`)."""
+    return RowBatch.from_columns({"client_id": [o.client_id for o in orders], "ts": [o.created_ts_ms for o in orders],
                   "type": [o.type.value for o in orders],
                   "side": [None if o.side is None else o.side.value for o in orders],
                   "qty": [o.qty for o in orders], "target_fraction": [o.target_fraction for o in orders],
@@ -419,16 +419,16 @@ def order_rows(orders: Sequence[Order], status: dict[str, str]) -> tuple[list[st
                  floats=("qty", "target_fraction", "price", "signal", "threshold"))
 
 
-def fill_rows(fills: Sequence[Fill]) -> tuple[list[str], list[tuple]]:
-    return _rows({"order_client_id": [f.order_id for f in fills], "ts": [f.ts_ms for f in fills],
+def fill_rows(fills: Sequence[Fill]) -> RowBatch:
+    return RowBatch.from_columns({"order_client_id": [f.order_id for f in fills], "ts": [f.ts_ms for f in fills],
                   "side": [f.side.value for f in fills], "qty": [f.qty for f in fills],
                   "price": [f.price for f in fills], "fee": [f.fee_quote for f in fills],
                   "reason": [f.reason for f in fills]},
                  floats=("qty", "price", "fee"))
 
 
-def trade_rows(trades: Sequence[Trade], seq_start: int) -> tuple[list[str], list[tuple]]:
-    return _rows({"seq": list(range(seq_start, seq_start + len(trades))), "side": [t.side for t in trades],
+def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
+    return RowBatch.from_columns({"seq": list(range(seq_start, seq_start + len(trades))), "side": [t.side for t in trades],
                   "qty": [t.qty for t in trades], "entry_ts": [t.entry_ts_ms for t in trades],
                   "exit_ts": [t.exit_ts_ms for t in trades], "entry_price": [t.entry_price for t in trades],
                   "exit_price": [t.exit_price for t in trades], "gross_pnl": [t.gross_pnl_quote for t in trades],
@@ -438,20 +438,9 @@ def trade_rows(trades: Sequence[Trade], seq_start: int) -> tuple[list[str], list
                  floats=("qty", "entry_price", "exit_price", "gross_pnl", "fees", "pnl", "return_pct"))
 
 
-def _rows(columns: dict[str, list[Any]], floats: Sequence[str]) -> tuple[list[str], list[tuple]]:
-    """Row tuples from columns, built a column at a time (a Python dict per row costs ~3 µs).
-
-    SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
-    as 0.0 (equal as numbers) so both backends hold, and export, the same values.
-    """
-    for name in floats:
-        columns[name] = [0.0 if v == 0 else v for v in columns[name]]  # None stays None
-    return list(columns), list(zip(*columns.values()))
-
-
-def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> tuple[list[str], list[tuple]]:
+def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> RowBatch:
     """Rows of the live signal tail (paper runs; a backtest stores its signals as chunks)."""
-    return _rows({"run_id": [run_id] * len(signals), "ts": [s.ts_ms for s in signals],
+    return RowBatch.from_columns({"run_id": [run_id] * len(signals), "ts": [s.ts_ms for s in signals],
                   "signal": [s.signal for s in signals], "threshold": [s.threshold for s in signals],
                   "unusualness": [s.unusualness for s in signals],
                   "model_version": [s.model_version for s in signals]},
@@ -463,55 +452,16 @@ def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], sta
                      signals: Sequence[SignalPoint]) -> None:
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
     key = _run_key(conn, run_id) if orders or fills or trades else None
-    for name, columns, rows in _activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
-        if rows:
-            _write_batch(conn, RunRow.metadata.tables[name], columns, rows, key if name in KEYED_TABLES else None)
+    for name, batch in _activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
+        write_batch(conn, RunRow.metadata.tables[name], batch.with_shared("run_key", key) if name in KEYED_TABLES
+                    else batch)
 
 
 def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
                    trades: Sequence[Trade], trade_seq_start: int,
-                   signals: Sequence[SignalPoint]) -> list[tuple[str, list[str], list[tuple]]]:
-    return [("orders", *order_rows(orders, status)), ("fills", *fill_rows(fills)),
-            ("trades", *trade_rows(trades, trade_seq_start)),
-            ("signals", *signal_rows(run_id, signals))]
-
-
-BATCH_ROWS = 20_000
-
-
-def _write_batch(conn: Connection, table: Any, columns: list[str], tuples: list[tuple],
-                 run_key: int | None = None) -> None:
-    """Insert ``tuples`` (values of ``columns``); with ``run_key``, each row also gets that ``run_key``."""
-    dialect = conn.dialect.name
-    types = {c.name: c.type for c in table.columns}
-    if run_key is not None and not (dialect == "sqlite" and not any(isinstance(types[c], JSON) for c in columns)):
-        columns, tuples = ["run_key", *columns], [(run_key, *t) for t in tuples]
-    if any(isinstance(types[c], JSON) for c in columns):  # JSON values need SQLAlchemy's serializer
-        conn.execute(insert(table), [dict(zip(columns, t)) for t in tuples])
-        return
-    if dialect == "postgresql" and conn.dialect.driver == "psycopg":
-        import psycopg
-
-        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        cursor = conn.connection.driver_connection.cursor()  # the same transaction as conn
-        try:
-            with cursor.copy(statement) as copy:
-                for row in tuples:
-                    copy.write_row(row)
-        except psycopg.errors.IntegrityError as exc:  # the same exception types as every other write
-            raise IntegrityError(statement, None, exc) from exc
-        except psycopg.Error as exc:
-            raise DBAPIError(statement, None, exc) from exc
-        finally:
-            cursor.close()
-        return
-    if dialect == "sqlite":
-        # The run's key goes into the statement as an integer literal: no per-row tuple to rebuild.
-        names, values = (["run_key", *columns], [str(int(run_key))]) if run_key is not None else (columns, [])
-        values += ["?"] * len(columns)
-        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(values)})", tuples)
-        return
-    conn.execute(insert(table), [dict(zip(columns, t)) for t in tuples])
+                   signals: Sequence[SignalPoint]) -> list[tuple[str, RowBatch]]:
+    return [("orders", order_rows(orders, status)), ("fills", fill_rows(fills)),
+            ("trades", trade_rows(trades, trade_seq_start)), ("signals", signal_rows(run_id, signals))]
 
 
 def _run_key(conn: Connection, run_id: str) -> int:
@@ -525,15 +475,13 @@ KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.ke
 
 
 def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
-    columns, rows = _model_version_rows(run_id, records)
-    if rows:
-        _write_batch(conn, ModelVersionRow.__table__, columns, rows)
+    write_batch(conn, ModelVersionRow.__table__, _model_version_rows(run_id, records))
 
 
-def _model_version_rows(run_id: str, records: Sequence[ModelVersionRecord]) -> tuple[list[str], list[tuple]]:
+def _model_version_rows(run_id: str, records: Sequence[ModelVersionRecord]) -> RowBatch:
     fields = ("fold_index", "train_start_ts", "train_end_ts", "trade_start_ts", "trade_end_ts", "objective", "seed",
               "threshold", "train_loss", "val_loss", "steps", "train_seconds", "config", "losses", "sample_check",
               "checkpoint")
     columns = {"run_id": [run_id] * len(records), "created_at": [utc_now_iso()] * len(records),
                **{name: [getattr(r, name) for r in records] for name in fields}}
-    return _rows(columns, floats=("threshold", "train_loss", "val_loss", "train_seconds"))
+    return RowBatch.from_columns(columns, floats=("threshold", "train_loss", "val_loss", "train_seconds"))

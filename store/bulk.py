@@ -1,0 +1,174 @@
+"""A table's rows kept column-wise until the database takes them, and the bulk insert of them.
+
+Why columns, not row tuples: a sweep worker builds a finished run's rows and pickles
+them to the driver, the only writer, whose CPU is shared with the workers. So the
+driver's part must be small:
+- numeric columns travel as numpy arrays: they pickle as raw bytes and come back as
+  the same Python numbers with one ``tolist()`` (exact: float64 ↔ float is lossless);
+- a value that every row shares (an order's type, a run's key, a column of None)
+  travels once, and on SQLite goes into the INSERT as a literal, so fewer parameters
+  are bound per row. Measured on an orders batch: 3.6 µs per row with every column
+  bound, 1.9 µs with the six shared ones written as literals.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import JSON, Connection, insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+_LITERAL_TEXT = re.compile(r"[A-Za-z0-9_ .:+-]{0,64}")  # text safe to write into SQL as '...'
+_INT64 = (-(2 ** 63), 2 ** 63)
+
+
+@dataclass
+class RowBatch:
+    """Rows of one table: ``varying`` columns hold one value per row, ``shared`` ones one value for all."""
+
+    columns: list[str]  # every column, in insert order
+    varying: dict[str, Any]  # column → list or numpy array, len == n
+    shared: dict[str, Any]  # column → the value of every row (None, int or plain text)
+    n: int
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, list[Any]], floats: Sequence[str] = ()) -> RowBatch:
+        """Rows from Python columns of equal length; ``floats`` names the float columns.
+
+        SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
+        as 0.0 (equal as numbers) so both backends hold, and export, the same values.
+        """
+        n = len(next(iter(columns.values()))) if columns else 0
+        varying: dict[str, Any] = {}
+        shared: dict[str, Any] = {}
+        for name, values in columns.items():
+            if n >= 2 and _is_shared(values):
+                shared[name] = values[0]
+            elif name in floats:
+                varying[name] = _float_column(values)
+            else:
+                varying[name] = _int_column(values)
+        return cls(list(columns), varying, shared, n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def with_shared(self, name: str, value: Any) -> RowBatch:
+        """The same rows with one more column that every row shares (e.g. the run's key), first."""
+        return RowBatch([name, *self.columns], self.varying, {name: value, **self.shared}, self.n)
+
+    def varying_rows(self) -> Iterator[tuple]:
+        """Tuples of the varying columns only, in column order (what SQLite binds)."""
+        if not self.varying:  # every column shared: n empty parameter tuples, still n rows
+            return repeat((), self.n)
+        return zip(*(_python(self.varying[c]) for c in self.columns if c in self.varying))
+
+    def rows(self) -> Iterator[tuple]:
+        """Full row tuples in column order, shared values repeated."""
+        if not self.n:
+            return iter(())
+        return zip(*(repeat(self.shared[c], self.n) if c in self.shared else _python(self.varying[c])
+                     for c in self.columns))
+
+
+def write_batch(conn: Connection, table: Any, batch: RowBatch) -> None:
+    """Insert ``batch`` into ``table`` inside the caller's transaction: SQLite executemany with
+    shared values as literals, PostgreSQL COPY, SQLAlchemy for JSON columns and other dialects."""
+    if not batch.n:
+        return
+    dialect = conn.dialect.name
+    types = {c.name: c.type for c in table.columns}
+    if any(isinstance(types[c], JSON) for c in batch.columns):  # JSON values need SQLAlchemy's serializer
+        conn.execute(insert(table), [dict(zip(batch.columns, row)) for row in batch.rows()])
+    elif dialect == "sqlite":
+        _executemany(conn, table.name, batch)
+    elif dialect == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy(conn, table.name, batch)
+    else:
+        conn.execute(insert(table), [dict(zip(batch.columns, row)) for row in batch.rows()])
+
+
+def _executemany(conn: Connection, table_name: str, batch: RowBatch) -> None:
+    """SQLite: shared values as literals; the DB-API cursor pulls rows from the column iterator,
+    so no list of every row's tuple is built."""
+    import sqlite3
+
+    values = ", ".join(_sql_literal(batch.shared[c]) if c in batch.shared else "?" for c in batch.columns)
+    statement = f"INSERT INTO {table_name} ({', '.join(batch.columns)}) VALUES ({values})"
+    cursor = conn.connection.driver_connection.cursor()  # the same transaction as conn
+    try:
+        cursor.executemany(statement, batch.varying_rows())
+    except sqlite3.IntegrityError as exc:  # the same exception types as every other write
+        raise IntegrityError(statement, None, exc) from exc
+    except sqlite3.Error as exc:
+        raise DBAPIError(statement, None, exc) from exc
+    finally:
+        cursor.close()
+
+
+def _copy(conn: Connection, table_name: str, batch: RowBatch) -> None:
+    import psycopg
+
+    statement = f"COPY {table_name} ({', '.join(batch.columns)}) FROM STDIN"
+    cursor = conn.connection.driver_connection.cursor()  # the same transaction as conn
+    try:
+        with cursor.copy(statement) as copy:
+            for row in batch.rows():
+                copy.write_row(row)
+    except psycopg.errors.IntegrityError as exc:  # the same exception types as every other write
+        raise IntegrityError(statement, None, exc) from exc
+    except psycopg.Error as exc:
+        raise DBAPIError(statement, None, exc) from exc
+    finally:
+        cursor.close()
+
+
+def _is_shared(values: list[Any]) -> bool:
+    """Whether every value is the same None, int or plain text (what can be written as an SQL literal)."""
+    first = values[0]
+    if first is None:
+        ok = True
+    elif type(first) is int:
+        ok = _INT64[0] <= first < _INT64[1]
+    elif type(first) is str:
+        ok = _LITERAL_TEXT.fullmatch(first) is not None
+    else:
+        return False
+    return ok and values.count(first) == len(values) and all(type(v) is type(first) for v in values)
+
+
+def _float_column(values: list[Any]) -> Any:
+    """A float64 array when no value is missing (-0.0 as 0.0); else the list with the same rule."""
+    if None in values:
+        return [0.0 if v == 0 else v for v in values]
+    try:
+        array = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return [0.0 if v == 0 else v for v in values]
+    array[array == 0] = 0.0
+    return array
+
+
+def _int_column(values: list[Any]) -> Any:
+    """An int64 array when every value is a Python int that fits; else the list unchanged."""
+    if not values or type(values[0]) is not int or not all(type(v) is int for v in values):
+        return values
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return values
+
+
+def _python(column: Any) -> list[Any]:
+    return column.tolist() if isinstance(column, np.ndarray) else column
+
+
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if type(value) is int:
+        return str(value)
+    return "'" + value + "'"  # _LITERAL_TEXT: no quote can occur
