@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Iterator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import pandas as pd
 
 from domain.types import Bar
+
+if TYPE_CHECKING:  # only to_frame needs pandas: not imported for a plain run (~0.45 s of start-up)
+    import pandas as pd
 
 # tuple.__new__ straight from zip's tuples: a C call, ~25 % cheaper per bar than Bar(*fields).
 _make_bar = functools.partial(tuple.__new__, Bar)
@@ -26,7 +29,7 @@ class GapReport:
     def describe(self) -> str:
         if self.count == 0:
             return "no gaps"
-        when = pd.Timestamp(self.largest_after_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        when = datetime.fromtimestamp(self.largest_after_ms // 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
         return f"{self.count} gaps, {self.missing_bars} missing bars (largest: {self.largest_missing} after {when} UTC)"
 
 
@@ -83,6 +86,8 @@ class BarSeries:
         return GapReport(len(where), int(missing[where].sum()), int(missing[i]), int(self.ts_ms[i]))
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame({"timestamp": self.ts_ms, "open": self.open, "high": self.high,
                              "low": self.low, "close": self.close, "volume": self.volume})
 

@@ -153,3 +153,17 @@ def test_a_run_that_reaches_zero_equity_is_marked(tmp_path: Path, capsys) -> Non
     last_trade = con.execute("select side, exit_ts, exit_reason from trades where run_key = (select key from runs where id = ?) order by seq desc "
                              "limit 1", (payload["run_id"],)).fetchone()
     assert last_trade == ("short", floor_ts + 3_600_000, "equity_floor")
+
+
+def test_a_zscore_backtest_of_a_clean_csv_does_not_import_pandas(candles: Path, tmp_path: Path) -> None:
+    """pandas is for the row-level diagnosis of a bad file and for frames the user asks for: importing it
+    costs a run (and every sweep worker) ~0.45 s of start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys, run_backtest\n"
+            "rc = run_backtest.main(['--strategy', 'zscore', '--data', sys.argv[1], '--db', sys.argv[2], '--json'])\n"
+            "print('pandas' in sys.modules, rc, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(candles), str(tmp_path / "p.db")],
+                          cwd=Path(run_backtest.__file__).parent, capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "False 0", done.stderr
