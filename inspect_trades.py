@@ -10,9 +10,14 @@ paper trader is writing to it. The pieces live in ``inspect_tools/``.
 """
 from __future__ import annotations
 
+import gc
 import sys
 
 from cli.inspect_trades import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The interpreter's shutdown collection would walk every object still alive (a report of a
+    # 1M-bar run: ~0.3 s); the process is ending and holds no cycles whose cleanup matters.
+    gc.freeze()
+    sys.exit(status)

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
+from domain.heap import gc_paused
 from inspect_tools.errors import InspectError
 from inspect_tools.export import with_iso_times, write_json, write_rows
 from inspect_tools.formatting import format_value, metric_kind, metric_specs, run_label, short_id
@@ -262,9 +263,12 @@ def cmd_report(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> No
 
         write_sweep_report(reader, sweep, args.output, args.max_points, out)
         return
-    data = load_report_data(reader, run)
-    if args.output:
-        page = render_html(data, args.max_points)
+    # The report builds ~10^5 rows and strings that reference counting frees; each full collection
+    # their allocation would trigger walks them and every imported module's objects, finding nothing.
+    with gc_paused():
+        data = load_report_data(reader, run)
+        page = render_html(data, args.max_points) if args.output else None
+    if page is not None:
         size = write_atomically(args.output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         out.write(f"wrote {args.output} ({size / 1e6:.1f} MB, self-contained HTML)\n")
     if args.png:
