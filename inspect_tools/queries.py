@@ -232,12 +232,16 @@ class StoreReader:
         keep = _time_mask(when, values["ts"])
         return values if keep.all() else {k: v[keep] for k, v in values.items()}
 
-    def equity_series(self, run_id: str) -> SeriesFrame:
-        """The whole equity series as exact arrays (ts, cash, position, close, equity)."""
-        return read_group(self.conn, run_id, "equity")
+    def equity_series(self, run_id: str, columns: tuple[str, ...] | None = None) -> SeriesFrame:
+        """The whole equity series as exact arrays (ts, cash, position, close, equity; or only ``columns``).
 
-    def signal_series(self, run_id: str) -> SeriesFrame:
-        return read_group(self.conn, run_id, "signals")
+        Each column of a 1M-bar run is ~8 MB to decompress: a caller that draws two of them names them.
+        """
+        return read_group(self.conn, run_id, "equity", columns)
+
+    def signal_series(self, run_id: str, columns: tuple[str, ...] | None = None) -> SeriesFrame:
+        """The signal series (ts, signal, threshold, unusualness, model_version; or only ``columns``)."""
+        return read_group(self.conn, run_id, "signals", columns)
 
     def orders(self, run_id: str, flt: OrderFilter = OrderFilter()) -> list[Row]:
         """Orders with the signal and threshold behind them and their (aggregated) fill."""

@@ -12,6 +12,8 @@ from inspect_tools.summary import find_param
 from store.series import SeriesFrame
 
 Row = dict[str, Any]
+EQUITY_DRAWN = ("ts", "close", "equity")
+SIGNALS_DRAWN = ("ts", "signal", "threshold", "unusualness")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class ReportData:
 
 def load_report_data(reader: StoreReader, run: Row) -> ReportData:
     run_id = run["id"]
-    frame = reader.equity_series(run_id)  # exact arrays: no per-bar Python objects for a 1M-bar run
+    # exact arrays (no per-bar Python objects for a 1M-bar run), only the columns the report draws
+    frame = reader.equity_series(run_id, EQUITY_DRAWN)
     ts, close, equity = frame.values["ts"], frame.values["close"], frame.values["equity"]
     benchmark = None
     if len(ts):
@@ -44,4 +47,4 @@ def load_report_data(reader: StoreReader, run: Row) -> ReportData:
                                  (run.get("report") or {}).get("buy_and_hold_inputs"))
     return ReportData(run=run, counts=reader.counts(run_id), trades=reader.trades(run_id), ts_ms=ts, close=close,
                       equity=equity, drawdown=drawdown(equity, run["initial_cash"]), benchmark=benchmark,
-                      signals=reader.signal_series(run_id), folds=reader.model_versions(run_id))
+                      signals=reader.signal_series(run_id, SIGNALS_DRAWN), folds=reader.model_versions(run_id))
