@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from inspect_tools.curves import thin_indices
 from store.series import SeriesFrame
+from inspect_tools.queries import TradeColumns
 from inspect_tools.report_data import ReportData
 from domain.times import ms_to_text
 
@@ -64,33 +65,40 @@ def main_figure(data: ReportData, max_points: int) -> go.Figure:
     return fig
 
 
-def trade_markers(trades: Sequence[dict[str, Any]]) -> list[go.Scatter]:
+def trade_markers(trades: TradeColumns) -> list[go.Scatter]:
     """Entries (▲ long, ▼ short) at the fill open and price; exits (✕) coloured by net P&L.
 
-    Built from numpy arrays (plotly validates those in C, not element by element), so a run
-    with 50k trades still renders in a second.
+    Built from numpy arrays (plotly validates those in C, not element by element): one pass of
+    f-strings per kind of marker over all trades, then a mask per trace. Hover texts are
+    fixed-width unicode arrays, not object arrays, so plotly copies them with memcpy rather
+    than per element (a run with 50k trades has 100k of them).
     """
+    if not len(trades):
+        return []
+    c = trades.columns
+    entry_ts = np.array(c["entry_ts"], dtype=np.int64)
+    exit_ts = np.array(c["exit_ts"], dtype=np.int64)
+    entry_text = np.array([f"#{seq} {side} entry {when} @ {price:,.2f}"
+                           for seq, side, when, price in zip(c["seq"], c["side"], _texts(entry_ts), c["entry_price"])])
+    exit_text = np.array([f"#{seq} exit ({reason}) {when} @ {price:,.2f}, P&L {pnl:,.2f}"
+                          for seq, reason, when, price, pnl in zip(c["seq"], c["exit_reason"], _texts(exit_ts),
+                                                                   c["exit_price"], c["pnl"])])
+    entry_price, exit_price = np.array(c["entry_price"], dtype=float), np.array(c["exit_price"], dtype=float)
+    sides = np.array(c["side"], dtype=object)
     traces = []
     for side, symbol, color in (("long", "triangle-up", GREEN), ("short", "triangle-down", RED)):
-        rows = [t for t in trades if t["side"] == side]
-        if rows:
-            ts = np.array([t["entry_ts"] for t in rows], dtype=np.int64)
-            price = np.array([t["entry_price"] for t in rows], dtype=float)
-            text = [f"#{t['seq']} {side} entry {when} @ {t['entry_price']:,.2f}" for t, when in zip(rows, _texts(ts))]
+        keep = sides == side
+        if keep.any():
             traces.append(go.Scatter(
-                x=_dates(ts), y=price, mode="markers", name=f"{side} entry",
-                marker=dict(symbol=symbol, size=9, color=color, line=dict(width=0.5)),
-                text=np.array(text, dtype=object), hoverinfo="text"))
-    for won, name, color in ((True, "exit (profit)", GREEN), (False, "exit (loss)", RED)):
-        rows = [t for t in trades if (t["pnl"] > 0) == won]  # one colour per trace: no per-point colours
-        if rows:
-            ts = np.array([t["exit_ts"] for t in rows], dtype=np.int64)
-            text = [f"#{t['seq']} exit ({t['exit_reason']}) {when} @ {t['exit_price']:,.2f}, P&L {t['pnl']:,.2f}"
-                    for t, when in zip(rows, _texts(ts))]
+                x=_dates(entry_ts[keep]), y=entry_price[keep], mode="markers",
+                name=f"{side} entry", marker=dict(symbol=symbol, size=9, color=color, line=dict(width=0.5)),
+                text=entry_text[keep], hoverinfo="text"))
+    won = np.array(c["pnl"], dtype=float) > 0
+    for keep, name, color in ((won, "exit (profit)", GREEN), (~won, "exit (loss)", RED)):  # one colour per trace
+        if keep.any():
             traces.append(go.Scatter(
-                x=_dates(ts), y=np.array([t["exit_price"] for t in rows], dtype=float), mode="markers", name=name,
-                marker=dict(symbol="x", size=8, color=color), text=np.array(text, dtype=object),
-                hoverinfo="text"))
+                x=_dates(exit_ts[keep]), y=exit_price[keep], mode="markers", name=name,
+                marker=dict(symbol="x", size=8, color=color), text=exit_text[keep], hoverinfo="text"))
     return traces
 
 

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Sequence
 
 from inspect_tools.charts import losses_figure, main_figure
 from inspect_tools.formatting import format_value, metric_kind, metric_specs, run_label
+from inspect_tools.queries import TradeColumns
 from inspect_tools.report_data import ReportData
 from inspect_tools.summary import baselines, parameter_pairs, period_text, report_extras
 from domain.times import ms_to_text
@@ -84,15 +85,16 @@ def _extra(key: str, value: Any) -> str:
     return _kv_table("", [(key, format_value("auto", value))])
 
 
-def _trades_section(trades: Sequence[dict[str, Any]]) -> str:
+def _trades_section(trades: TradeColumns) -> str:
     head = f"<h2>Trades ({len(trades):,})</h2>"
-    if not trades:
+    if not len(trades):
         return head + "<p>No closed trades.</p>"
     note = ""
     if len(trades) > MAX_TABLE_TRADES:
         note = (f"<p class='note'>First {MAX_TABLE_TRADES:,} of {len(trades):,} trades; "
                 f"all of them: <code>inspect_trades.py trades RUN --format csv</code>.</p>")
-    return head + note + "<div class='scroll'>" + _rows_table(TRADE_COLUMNS, trades[:MAX_TABLE_TRADES]) + "</div>"
+    return (head + note + "<div class='scroll'>" + _rows_table(TRADE_COLUMNS, trades.rows(MAX_TABLE_TRADES))
+            + "</div>")
 
 
 def _rows_table(columns: Sequence[Column], rows: Iterable[dict[str, Any]]) -> str:

@@ -68,6 +68,25 @@ class TradeFilter:
 
 
 @dataclass(frozen=True)
+class TradeColumns:
+    """Closed trades as one tuple of stored values per field (``seq``, ``side``, ..., in ``seq`` order).
+
+    A 1M-bar run has ~50k trades: the report draws every one but lists only the first few
+    thousand, so it takes whole columns and builds dicts only for the rows it shows.
+    """
+
+    columns: dict[str, tuple[Any, ...]]
+
+    def __len__(self) -> int:
+        return len(self.columns["seq"])
+
+    def rows(self, limit: int | None = None) -> list[Row]:
+        """The first ``limit`` trades (all when None) as dicts, like :meth:`StoreReader.trades`."""
+        names = tuple(self.columns)
+        return [dict(zip(names, row)) for row in zip(*(c[:limit] for c in self.columns.values()))]
+
+
+@dataclass(frozen=True)
 class OrderFilter:
     """Which orders to show. Times select on the decision bar's open time."""
 
@@ -192,6 +211,14 @@ class StoreReader:
     # ---- per-run tables ----------------------------------------------------------------------
     def trades(self, run_id: str, flt: TradeFilter = TradeFilter()) -> list[Row]:
         return _dicts(self.conn.execute(_trade_query(run_id, flt)))
+
+    def trade_columns(self, run_id: str, flt: TradeFilter = TradeFilter()) -> TradeColumns:
+        """The same trades as :meth:`trades`, one tuple per field: for callers that use every trade
+        but few fields (the report's markers), without a dict per trade."""
+        result = self.conn.execute(_trade_query(run_id, flt))
+        names = tuple(result.keys())
+        rows = result.all()
+        return TradeColumns(dict(zip(names, zip(*rows) if rows else [() for _ in names])))
 
     def equity(self, run_id: str, when: TimeRange = TimeRange(), initial_cash: float | None = None) -> list[Row]:
         """Equity rows with their drawdown from the running peak since the run began.

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from inspect_tools.curves import Benchmark, buy_and_hold
-from inspect_tools.queries import StoreReader, drawdown
+from inspect_tools.queries import StoreReader, TradeColumns, drawdown
 from inspect_tools.summary import find_param
 from store.series import SeriesFrame
 
@@ -20,7 +20,7 @@ SIGNALS_DRAWN = ("ts", "signal", "threshold", "unusualness")
 class ReportData:
     run: Row
     counts: dict[str, int]
-    trades: list[Row]
+    trades: TradeColumns  # every closed trade, in seq order
     ts_ms: np.ndarray  # equity rows' bar open times (int64 ms UTC)
     close: np.ndarray
     equity: np.ndarray
@@ -45,6 +45,6 @@ def load_report_data(reader: StoreReader, run: Row) -> ReportData:
                                  run["initial_cash"], find_param(run["params"], "fee_bps"),
                                  find_param(run["params"], "slippage_bps"),
                                  (run.get("report") or {}).get("buy_and_hold_inputs"))
-    return ReportData(run=run, counts=reader.counts(run_id), trades=reader.trades(run_id), ts_ms=ts, close=close,
+    return ReportData(run=run, counts=reader.counts(run_id), trades=reader.trade_columns(run_id), ts_ms=ts, close=close,
                       equity=equity, drawdown=drawdown(equity, run["initial_cash"]), benchmark=benchmark,
                       signals=reader.signal_series(run_id, SIGNALS_DRAWN), folds=reader.model_versions(run_id))
