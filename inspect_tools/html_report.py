@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from typing import Any, Iterable, Sequence
 
-from inspect_tools.charts import losses_figure, main_figure
+from inspect_tools.charts import figure_html, losses_figure, main_figure
 from inspect_tools.formatting import format_value, metric_kind, metric_specs, run_label
 from inspect_tools.queries import TradeColumns
 from inspect_tools.report_data import ReportData
@@ -47,7 +47,8 @@ def render_html(data: ReportData, max_points: int) -> str:
     plotly_config = {"displaylogo": False, "responsive": True}
     if data.has_equity:
         fig = main_figure(data, max_points)
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=True, div_id="chart-main", config=plotly_config))
+        parts.append(figure_html(fig, full_html=False, include_plotlyjs=True, div_id="chart-main",
+                                 config=plotly_config))
         notes = [data.benchmark.note] if data.benchmark is not None else []
         if max_points > 0 and len(data.ts_ms) > max_points:
             notes.append(f"Lines thinned to about {max_points:,} points each (every bucket's first, min, max and last "
@@ -60,8 +61,8 @@ def render_html(data: ReportData, max_points: int) -> str:
     losses = losses_figure(data.folds)
     if losses is not None:
         parts.append("<h2>Model versions (walk-forward folds)</h2>")
-        parts.append(losses.to_html(full_html=False, include_plotlyjs=not plotly_js_included, div_id="chart-losses",
-                                    config=plotly_config))
+        parts.append(figure_html(losses, full_html=False, include_plotlyjs=not plotly_js_included,
+                                 div_id="chart-losses", config=plotly_config))
         parts.append(_rows_table(FOLD_COLUMNS, data.folds))
     extras = report_extras(run)
     if extras:
