@@ -136,7 +136,9 @@ _JSON_SCALARS = {str, int, float, bool, type(None)}
 def _texts(ts_ms: np.ndarray) -> list[str]:
     """``ms_to_text`` for many times at once ('2024-01-02 03:04' UTC)."""
     iso = np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="m")
-    return [s.replace("T", " ") for s in iso.tolist()]
+    codes = iso.view(np.uint32)  # UTF-32 code points: every "T" → " " in one step, not one str.replace each
+    codes[codes == ord("T")] = ord(" ")
+    return iso.tolist()
 
 
 def signal_traces(signals: SeriesFrame, max_points: int) -> list[go.Scatter]:
