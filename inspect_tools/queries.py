@@ -71,19 +71,14 @@ class TradeFilter:
 class TradeColumns:
     """Closed trades as one tuple of stored values per field (``seq``, ``side``, ..., in ``seq`` order).
 
-    A 1M-bar run has ~50k trades: the report draws every one but lists only the first few
-    thousand, so it takes whole columns and builds dicts only for the rows it shows.
+    A 1M-bar run has ~50k trades: the report draws every one and lists the first few thousand,
+    a column at a time, so it needs no dict per trade.
     """
 
     columns: dict[str, tuple[Any, ...]]
 
     def __len__(self) -> int:
         return len(self.columns["seq"])
-
-    def rows(self, limit: int | None = None) -> list[Row]:
-        """The first ``limit`` trades (all when None) as dicts, like :meth:`StoreReader.trades`."""
-        names = tuple(self.columns)
-        return [dict(zip(names, row)) for row in zip(*(c[:limit] for c in self.columns.values()))]
 
 
 @dataclass(frozen=True)
