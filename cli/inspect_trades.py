@@ -6,19 +6,19 @@ stderr, never a traceback), 2 bad command-line usage (also one line), 130 Ctrl-C
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from cli.args import CliParser, UsageError, finite_float, number, print_error
-from inspect_tools import commands, sweep_views
 from inspect_tools.errors import InspectError
 from inspect_tools.export import FORMATS
 from inspect_tools.queries import open_reader
-from inspect_tools.tables import DEFAULT_LIMIT
 from inspect_tools.timefmt import time_arg
+from inspect_tools.views import DEFAULT_LIMIT
 from store.db import DEFAULT_DB_URL, StoreError
 
 PROG = "inspect_trades.py"
@@ -50,27 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", default=argparse.SUPPRESS, help="SQLAlchemy URL or SQLite file path (read-only)")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def sub(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+    def sub(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
         p = subs.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler)  # "module.function" in inspect_tools, imported by main when chosen
         return p
 
-    p = sub("runs", commands.cmd_runs, "List all runs, newest first: id, name, mode, strategy, symbol, timeframe, "
-                                       "period, status, trades, return, Sharpe, max drawdown.")
+    p = sub("runs", "commands.cmd_runs", "List all runs, newest first: id, name, mode, strategy, symbol, timeframe, "
+                                         "period, status, trades, return, Sharpe, max drawdown.")
     p.add_argument("--mode", choices=("backtest", "paper"), help="only runs of this mode")
     p.add_argument("--strategy", help="only runs of this strategy (e.g. zscore)")
     p.add_argument("--status", help="only runs with this status (running, completed, failed, stopped)")
     _format(p)
     _limit(p, tail=False)
 
-    p = sub("show", commands.cmd_show, "One run in full: parameters, data source and hash, code version, metrics "
-                                       "beside buy-and-hold and the z-score baseline, model versions per fold.")
+    p = sub("show", "commands.cmd_show", "One run in full: parameters, data source and hash, code version, metrics "
+                                         "beside buy-and-hold and the z-score baseline, model versions per fold.")
     _run(p)
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (default) or json (every stored field, for scripts)")
     _limit(p, tail=False)
 
-    p = sub("trades", commands.cmd_trades, "A run's closed trades (round trips), filtered.")
+    p = sub("trades", "commands.cmd_trades", "A run's closed trades (round trips), filtered.")
     _run(p)
     p.add_argument("--side", choices=("long", "short"), help="only long or only short trades")
     _time_range(p, "entry (fill) time")
@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     _limit(p)
 
-    p = sub("equity", commands.cmd_equity, "A run's equity marked at each bar close, with cash, position and the "
-                                           "drawdown from the running peak. The export for SQL-minded users: "
-                                           "--format csv|json|parquet (every bar, exact values).")
+    p = sub("equity", "commands.cmd_equity", "A run's equity marked at each bar close, with cash, position and the "
+                                             "drawdown from the running peak. The export for SQL-minded users: "
+                                             "--format csv|json|parquet (every bar, exact values).")
     _run(p)
     _time_range(p, "bar open time")
     p.add_argument("--format", choices=FORMATS + ("parquet",), default="table",
@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write the parquet export to this file")
     _limit(p)
 
-    p = sub("orders", commands.cmd_orders, "A run's orders with the score (signal) and threshold behind each "
-                                           "decision, its status and fill.")
+    p = sub("orders", "commands.cmd_orders", "A run's orders with the score (signal) and threshold behind each "
+                                             "decision, its status and fill.")
     _run(p)
     p.add_argument("--side", choices=("buy", "sell"), help="only buys or only sells (the fill's side for orders "
                                                           "sized at the fill)")
@@ -105,28 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     _limit(p)
 
-    p = sub("compare", commands.cmd_compare, "Metrics of several runs side by side.")
+    p = sub("compare", "commands.cmd_compare", "Metrics of several runs side by side.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids, unique id prefixes or names")
     p.add_argument("--baselines", action="store_true",
                    help="add each run's stored buy-and-hold and z-score baseline columns (identical ones once)")
     _format(p)
 
-    p = sub("sweeps", sweep_views.cmd_sweeps, "List all sweeps, newest first: name, strategy, status, runs, "
-                                              "best Sharpe, Deflated Sharpe Ratio, PBO.")
+    p = sub("sweeps", "sweep_views.cmd_sweeps", "List all sweeps, newest first: name, strategy, status, runs, "
+                                                "best Sharpe, Deflated Sharpe Ratio, PBO.")
     _format(p)
     _limit(p, tail=False)
 
-    p = sub("sweep", sweep_views.cmd_sweep, "One sweep's runs (swept parameters, data, seed, metrics), sorted by "
-                                            "a metric, best first, with its DSR and PBO.")
+    p = sub("sweep", "sweep_views.cmd_sweep", "One sweep's runs (swept parameters, data, seed, metrics), sorted by "
+                                              "a metric, best first, with its DSR and PBO.")
     p.add_argument("sweep", metavar="SWEEP", help="sweep name (or id)")
     p.add_argument("--sort", default="sharpe", metavar="METRIC",
                    help="metric to sort by, best first (default sharpe; e.g. total_return, final_equity, trades)")
     _format(p)
     _limit(p, tail=False)
 
-    p = sub("report", commands.cmd_report, "Write a self-contained HTML report (plotly, works offline) and/or a "
-                                           "PNG of equity and drawdown. Given a sweep's name: the sweep report "
-                                           "(heatmap, Sharpe distribution, best vs buy-and-hold, DSR and PBO).")
+    p = sub("report", "report_command.cmd_report",
+            "Write a self-contained HTML report (plotly, works offline) and/or a PNG of equity and drawdown. "
+            "Given a sweep's name: the sweep report (heatmap, Sharpe distribution, best vs buy-and-hold, DSR and PBO).")
     p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run name; or a sweep name")
     p.add_argument("-o", "--output", metavar="FILE.html", help="HTML report to write")
     p.add_argument("--png", metavar="FILE.png", help="static PNG of equity and drawdown vs buy-and-hold to write")
@@ -143,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(str(exc), 2)
     try:
+        handler = _handler(args.handler)
         with open_reader(args.db) as reader:
-            args.handler(args, reader, sys.stdout)
+            handler(args, reader, sys.stdout)
         sys.stdout.flush()
         return 0
     except BrokenPipeError:  # e.g. `... --format csv | head`: stop quietly
@@ -162,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail(f"unexpected {type(exc).__name__}: {_first_line(str(exc))} "
                      "(set INSPECT_DEBUG=1 for the traceback)")
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace, Any, Any], None]:
+    """The chosen command's function: a report imports no table code (rich), a listing no charts."""
+    module, _, function = name.rpartition(".")
+    return getattr(importlib.import_module(f"inspect_tools.{module}"), function)
 
 
 def _fail(message: str, status: int = 1) -> int:

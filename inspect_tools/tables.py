@@ -10,9 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from inspect_tools.formatting import MISSING, format_value, metric_specs
-from inspect_tools.views import Column, metric_column
+from inspect_tools.views import DEFAULT_LIMIT, Column, metric_column
 
-DEFAULT_LIMIT = 50
 _PIPE_WIDTH = 160  # when stdout is not a terminal and COLUMNS is unset (rich would use 80)
 
 

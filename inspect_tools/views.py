@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from inspect_tools.formatting import MetricSpec
 
+DEFAULT_LIMIT = 50  # table rows shown unless --limit says otherwise
 
 @dataclass(frozen=True)
 class Column:
