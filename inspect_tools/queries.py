@@ -24,8 +24,7 @@ from inspect_tools.errors import InspectError
 from domain.times import TimeRange
 from store.db import StoreError, init_db
 from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
-                          TradeRow)
-from store.repository import of_run
+                          TradeRow, of_run)
 from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 
 Row = dict[str, Any]

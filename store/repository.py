@@ -29,8 +29,8 @@ from domain.records import ModelVersionRecord
 from store.bulk import RowBatch, write_batch
 from store.db import StoreError
 from store.lease import verify_and_renew
-from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow,
-                          TradeRow)
+from store.schema import (KEYED_TABLES, BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow,
+                          of_run, run_key_of)
 from store.provenance import code_version, utc_now_iso
 from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,
                           read_group, stored_length, write_chunks)
@@ -217,18 +217,6 @@ def next_run_key(dialect: str) -> Any:
     if dialect == "postgresql":
         return None
     return select(func.coalesce(func.max(RunRow.key), 0) + 1).scalar_subquery()
-
-
-def run_key_of(run_id: str) -> Any:
-    """The run's integer key as a scalar subquery, for WHERE clauses on orders, fills and trades."""
-    return select(RunRow.key).where(RunRow.id == run_id).scalar_subquery()
-
-
-def of_run(table: Any, run_id: str) -> Any:
-    """WHERE clause selecting one run's rows of ``table`` (by key for orders/fills/trades, else by id)."""
-    if table.__tablename__ in KEYED_TABLES:
-        return table.run_key == run_key_of(run_id)
-    return table.run_id == run_id
 
 
 def new_run_row(spec: RunSpec, status: str = "running", error: str | None = None,
@@ -469,9 +457,6 @@ def _run_key(conn: Connection, run_id: str) -> int:
     if key is None:
         raise StoreError(f"run {run_id} has no key (not stored, or written before its upgrade finished)")
     return int(key)
-
-
-KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.key, not runs.id
 
 
 def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:

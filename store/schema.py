@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, Sequence, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 1  # the pre-Alembic marker in ``meta``; schema revisions are Alembic's (store/migrations)
@@ -248,3 +248,20 @@ class SweepRunRow(Base):
     data_path: Mapped[str] = mapped_column(Text)
     data_hash: Mapped[str] = mapped_column(String(64))
     seed: Mapped[int | None] = mapped_column(Integer)
+
+
+# ---- which rows belong to a run ----------------------------------------------------------------
+# (here, beside the tables, so that readers need not import the repository and all it writes with)
+KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.key, not runs.id
+
+
+def run_key_of(run_id: str) -> Any:
+    """The run's integer key as a scalar subquery, for WHERE clauses on orders, fills and trades."""
+    return select(RunRow.key).where(RunRow.id == run_id).scalar_subquery()
+
+
+def of_run(table: Any, run_id: str) -> Any:
+    """WHERE clause selecting one run's rows of ``table`` (by key for orders/fills/trades, else by id)."""
+    if table.__tablename__ in KEYED_TABLES:
+        return table.run_key == run_key_of(run_id)
+    return table.run_id == run_id
