@@ -6,6 +6,11 @@ import re
 import matplotlib.image as mpimg
 import numpy as np
 
+from inspect_tools.charts import figure_html, losses_figure, main_figure
+from inspect_tools.html_report import _rows_table
+from inspect_tools.queries import TradeFilter, open_reader
+from inspect_tools.report_data import load_report_data
+from inspect_tools.views import Column
 from store.repository import RunSpec, create_run
 from tests.inspect.factories import ScriptedStrategy, golden_bars, make_db, store_run, store_zscore_run
 
@@ -76,3 +81,32 @@ def test_thinning_keeps_the_page_small(tmp_path, cli) -> None:
     page = small.read_text(encoding="utf-8")
     assert "thinned to about 1,000 points" in page
     assert small.stat().st_size < full.stat().st_size
+
+
+def test_fast_figure_html_is_plotlys_own_output(runs_db) -> None:
+    """figure_html only skips plotly's slow JSON fallback: the page must not change by a byte."""
+    with open_reader(str(runs_db.path)) as reader:
+        data = load_report_data(reader, reader.resolve("zscore-synthetic"))
+    assert len(data.trades) > 0 and len(data.signals) > 0 and data.folds
+    for fig in (main_figure(data, 500), main_figure(data, 0), losses_figure(data.folds)):
+        options = dict(full_html=False, include_plotlyjs=False, div_id="chart", config={"displaylogo": False})
+        assert figure_html(fig, **options) == fig.to_html(**options)
+
+
+def test_trade_columns_are_the_trade_rows_transposed(runs_db) -> None:
+    with open_reader(str(runs_db.path)) as reader:
+        run_id = reader.resolve("zscore-synthetic")["id"]
+        for flt in (TradeFilter(), TradeFilter(side="short", min_pnl=0.0), TradeFilter(reasons=("nothing",))):
+            rows, columns = reader.trades(run_id, flt), reader.trade_columns(run_id, flt)
+            assert len(columns) == len(rows)
+            assert list(columns.columns) == list(rows[0] if rows else columns.columns)
+            assert [dict(zip(columns.columns, values)) for values in zip(*columns.columns.values())] == rows
+
+
+def test_table_cells_escape_text_and_colour_signs() -> None:
+    columns = [Column("reason", "reason"), Column("pnl", "P&L", "money", signed=True), Column("n", "n", "int")]
+    page = _rows_table(columns, [{"reason": "<b>&", "pnl": -1234.5, "n": True}, {"pnl": 2.0, "n": 3}])
+    assert page == ("<table><thead><tr><th class=''>reason</th><th class='num'>P&amp;L</th><th class='num'>n</th>"
+                    "</tr></thead><tbody><tr><td class=''>&lt;b&gt;&amp;</td><td class='num neg'>-1,234.50</td>"
+                    "<td class='num'>yes</td></tr><tr><td class=''>—</td><td class='num pos'>2.00</td>"
+                    "<td class='num'>3</td></tr></tbody></table>")
