@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from engine.metrics import bars_per_year
 from domain.times import timeframe_ms
-from inspect_tools.charts import BLUE, GREY, ORANGE, RED, _line
+from inspect_tools.charts import BLUE, GREY, ORANGE, RED, _line, figure_html
 from inspect_tools.formatting import format_value
 from inspect_tools.html_report import _CSS
 from inspect_tools.queries import StoreReader
@@ -140,7 +140,7 @@ def render_sweep_html(data: SweepReport, max_points: int) -> str:
     for div_id, fig in figures:
         if fig is None:
             continue
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=not included, div_id=div_id,
+        parts.append(figure_html(fig, full_html=False, include_plotlyjs=not included, div_id=div_id,
                                  config={"displaylogo": False, "responsive": True}))
         included = True
     if data.best is not None and data.best.benchmark is not None:
