@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from inspect_tools.export import with_iso_times, write_rows
 from inspect_tools.queries import open_reader
-from inspect_tools.series_export import iso_times, write_equity_csv, write_equity_json
+from inspect_tools.series_export import _floats, iso_times, write_equity_csv, write_equity_json
 from domain.times import ms_to_iso
 from inspect_tools.views import EQUITY_FIELDS, EQUITY_TIMES
 
@@ -30,6 +30,22 @@ def test_columnwise_writers_equal_the_row_writers(runs_db) -> None:
 def test_iso_times_with_milliseconds() -> None:
     ts = np.array([0, 1_704_067_200_000, 1_704_067_200_123, 1_704_067_259_999], dtype=np.int64)
     assert iso_times(ts) == [ms_to_iso(int(t)) for t in ts]
+
+
+def test_iso_times_of_random_times_before_and_after_1970() -> None:
+    rng = np.random.default_rng(1)
+    ts = np.sort(np.concatenate([rng.integers(-5_000_000_000_000, 253_402_300_799_000, 20_000),
+                                 [0, -1, -1000, -86_400_000, 1_704_067_200_123, 253_402_300_799_999]]))
+    assert iso_times(ts) == [ms_to_iso(int(t)) for t in ts]
+
+
+def test_float_texts_of_repeating_values_are_each_values_repr() -> None:
+    values = np.array([1.5] * 5 + [-0.0, 0.0, 0.0, float("nan"), float("nan"), float("inf"), 0.1 + 0.2] * 3 + [7.0])
+    assert _floats(values) == [repr(v) for v in values.tolist()]
+    assert _floats(values, json_null=True) == ["null" if v != v or v in (float("inf"), -float("inf")) else repr(v)
+                                                for v in values.tolist()]
+    changing = np.linspace(0.0, 1.0, 11)
+    assert _floats(changing) == [repr(v) for v in changing.tolist()] and _floats(changing[:0]) == []
 
 
 def test_parquet_export_holds_the_exact_series(runs_db, cli, tmp_path: Path) -> None:
