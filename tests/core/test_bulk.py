@@ -71,3 +71,12 @@ def test_what_a_batch_shares_and_what_it_keeps_per_row() -> None:
     assert list(batch.rows()) == [(1, 1.5, "x", None, 1), (1, 2.5, "x", None, True)]
     assert list(batch.varying_rows()) == [(1.5, 1), (2.5, True)]
     assert RowBatch.from_columns({"a": [7]}).shared == {}  # one row: nothing to share
+
+
+def test_whole_numbers_and_gaps_in_a_float_column(db_url: str) -> None:
+    rows = [(f"o{i}", i, "limit", "buy", 2 if i % 2 else None, 1, 100 + i, "entry", "submitted", None, 0.5, None)
+            for i in range(1, 5)]
+    stored = _store_and_read(db_url, rows)
+    assert stored == rows  # 2 == 2.0: read back as the same numbers
+    assert all(isinstance(r[4], float) for r in stored if r[4] is not None)
+    assert all(isinstance(r[5], float) and isinstance(r[6], float) for r in stored)
