@@ -155,7 +155,8 @@ def _is_shared(values: list[Any]) -> bool:
         ok = _LITERAL_TEXT.fullmatch(first) is not None
     else:
         return False
-    return ok and values.count(first) == len(values) and all(type(v) is type(first) for v in values)
+    # count() compares with ==, under which 1 == 1.0 == True: the types must match too
+    return ok and values.count(first) == len(values) and set(map(type, values)) == {type(first)}
 
 
 def _float_column(values: list[Any]) -> Any:
@@ -172,7 +173,7 @@ def _float_column(values: list[Any]) -> Any:
 
 def _int_column(values: list[Any]) -> Any:
     """An int64 array when every value is a Python int that fits; else the list unchanged."""
-    if not values or type(values[0]) is not int or not all(type(v) is int for v in values):
+    if not values or type(values[0]) is not int or set(map(type, values)) != {int}:
         return values
     try:
         return np.array(values, dtype=np.int64)
