@@ -8,16 +8,37 @@ worker itself (``distributed.scheduler.allowed-failures``), and ``retries`` adds
 retries of tasks that raised.
 
 Local workers start with ``forkserver`` (clean processes, no inherited locks or
-DB connections) and pin BLAS/OpenMP threads before numpy loads.
+DB connections) and pin BLAS/OpenMP threads before numpy loads. That has to happen in
+the driver's environment, before the pool starts: a worker imports the driver's main
+module (and the forkserver preloads it) before any initializer runs, so a main module
+that imports numpy would size the BLAS thread pool by the cores, in every worker.
 """
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
+from contextlib import contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor
-from typing import Any
+from typing import Any, Iterator
 
 from app.sweep.worker import THREAD_ENV
+
+
+@contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """The thread-count variables set to ``threads`` for the processes started inside (the driver's
+    own BLAS is loaded already and keeps its threads), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    os.environ.update({name: str(threads) for name in THREAD_ENV})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _init_local_worker(threads: int) -> None:
@@ -60,6 +81,11 @@ class LocalBackend(Backend):
 
     def _make(self) -> Executor:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        if method == "forkserver":  # workers fork from the forkserver: start it with the limit set
+            with _thread_env(self.threads):
+                multiprocessing.forkserver.ensure_running()  # no-op if running (it keeps its environment)
+        else:  # spawned workers copy the driver's environment whenever they start
+            os.environ.update({name: str(self.threads) for name in THREAD_ENV})
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(method),
                                    initializer=_init_local_worker, initargs=(self.threads,))
 
