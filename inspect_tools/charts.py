@@ -17,7 +17,6 @@ from inspect_tools.curves import thin_indices
 from store.series import SeriesFrame
 from inspect_tools.queries import TradeColumns
 from inspect_tools.report_data import ReportData
-from domain.times import ms_to_text
 
 GREEN, RED, BLUE, GREY, ORANGE = "#1a9850", "#d73027", "#2166ac", "#7f7f7f", "#f28e2b"
 

@@ -21,7 +21,7 @@ from inspect_tools.summary import (baselines, comparison_columns, parameter_pair
                                    run_list_row)
 from inspect_tools.tables import key_values, listing, make_console, metrics_table, print_listing
 from domain.times import TimeRange, ms_to_iso, ms_to_text
-from inspect_tools.views import (EQUITY_COLUMNS, EQUITY_FIELDS, EQUITY_TIMES, FOLD_COLUMNS, ORDER_COLUMNS,
+from inspect_tools.views import (EQUITY_COLUMNS, FOLD_COLUMNS, ORDER_COLUMNS,
                                  ORDER_FIELDS, ORDER_TIMES, RUN_COLUMNS, RUN_FIELDS, TRADE_COLUMNS, TRADE_FIELDS,
                                  TRADE_TIMES, Column)
 
