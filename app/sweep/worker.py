@@ -56,6 +56,9 @@ def limit_threads(threads: int = 1) -> None:
 
 def run_task(task: SweepTask) -> TaskResult:
     """Run one configuration; configuration errors become ``ok=False`` results with the message."""
+    from domain.heap import release_free_heap
+
+    release_free_heap()  # the previous task's rows are gone: its heap goes back, so peaks do not creep up
     started, cpu_started = time.perf_counter(), time.process_time()
     limit_threads(task.threads)
     try:
