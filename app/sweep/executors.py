@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Iterator
 
-from app.sweep.worker import THREAD_ENV
+from app.sweep.worker import THREAD_ENV, WORKER_IMPORTS
 
 
 @contextmanager
@@ -82,6 +82,9 @@ class LocalBackend(Backend):
     def _make(self) -> Executor:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         if method == "forkserver":  # workers fork from the forkserver: start it with the limit set
+            # ...and with what every task imports already imported: workers then start as a fork,
+            # and the import runs while the driver still sets the sweep up.
+            multiprocessing.set_forkserver_preload(list(WORKER_IMPORTS))
             with _thread_env(self.threads):
                 multiprocessing.forkserver.ensure_running()  # no-op if running (it keeps its environment)
         else:  # spawned workers copy the driver's environment whenever they start

@@ -20,6 +20,9 @@ from app.sweep.plan import SweepTask
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS")
+# What a task imports (preloaded by the local pool's forkserver; the heavy part of a worker's start).
+WORKER_IMPORTS = ("app.sweep.worker", "app.backtest", "app.registry", "engine.broker", "feeds.files",
+                  "store.repository", "strategies.zscore")
 _CACHE: dict[str, Any] = {}  # data path → BarSeries, per worker process
 _CACHE_LIMIT = 4
 
