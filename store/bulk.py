@@ -13,6 +13,7 @@ driver's part must be small:
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Iterator, Sequence
@@ -98,15 +99,8 @@ def _executemany(conn: Connection, table_name: str, batch: RowBatch) -> None:
 
     values = ", ".join(_sql_literal(batch.shared[c]) if c in batch.shared else "?" for c in batch.columns)
     statement = f"INSERT INTO {table_name} ({', '.join(batch.columns)}) VALUES ({values})"
-    cursor = conn.connection.driver_connection.cursor()  # the same transaction as conn
-    try:
+    with _driver_cursor(conn, statement, sqlite3) as cursor:
         cursor.executemany(statement, batch.varying_rows())
-    except sqlite3.IntegrityError as exc:  # the same exception types as every other write
-        raise IntegrityError(statement, None, exc) from exc
-    except sqlite3.Error as exc:
-        raise DBAPIError(statement, None, exc) from exc
-    finally:
-        cursor.close()
 
 
 def _copy(conn: Connection, table: Any, batch: RowBatch) -> None:
@@ -115,15 +109,22 @@ def _copy(conn: Connection, table: Any, batch: RowBatch) -> None:
     import psycopg
 
     statement = f"COPY {table.name} ({', '.join(batch.columns)}) FROM STDIN (FORMAT BINARY)"
-    cursor = conn.connection.driver_connection.cursor()  # the same transaction as conn
+    with _driver_cursor(conn, statement, psycopg) as cursor, cursor.copy(statement) as copy:
+        copy.set_types([_pg_type(table.c[c].type) for c in batch.columns])
+        for row in batch.rows():
+            copy.write_row(row)
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, statement: str, driver: Any) -> Iterator[Any]:
+    """A DB-API cursor in ``conn``'s transaction whose errors surface as SQLAlchemy's exception types,
+    like every other write's (callers catch ``IntegrityError``)."""
+    cursor = conn.connection.driver_connection.cursor()
     try:
-        with cursor.copy(statement) as copy:
-            copy.set_types([_pg_type(table.c[c].type) for c in batch.columns])
-            for row in batch.rows():
-                copy.write_row(row)
-    except psycopg.errors.IntegrityError as exc:  # the same exception types as every other write
+        yield cursor
+    except driver.IntegrityError as exc:
         raise IntegrityError(statement, None, exc) from exc
-    except psycopg.Error as exc:
+    except driver.Error as exc:
         raise DBAPIError(statement, None, exc) from exc
     finally:
         cursor.close()

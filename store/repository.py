@@ -162,8 +162,7 @@ def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
     """Insert a prepared backtest inside the caller's transaction and mark its run completed."""
     key = _run_key(conn, prepared.run_id)
     for name, batch in prepared.tables:
-        write_batch(conn, RunRow.metadata.tables[name], batch.with_shared("run_key", key) if name in KEYED_TABLES
-                    else batch)
+        _write_run_rows(conn, name, batch, key)
     write_chunks(conn, prepared.chunks)
     conn.execute(update(RunRow).where(RunRow.id == prepared.run_id).values(
         **prepared.results, updated_at=utc_now_iso()))
@@ -395,44 +394,45 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
 
 
 def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
-    """orders rows without their run (written with the run's key, see :func:`write_prepared`)."""
-    return RowBatch.from_columns({"client_id": [o.client_id for o in orders], "ts": [o.created_ts_ms for o in orders],
-                  "type": [o.type.value for o in orders],
-                  "side": [None if o.side is None else o.side.value for o in orders],
-                  "qty": [o.qty for o in orders], "target_fraction": [o.target_fraction for o in orders],
-                  "price": [o.price for o in orders], "reason": [o.reason for o in orders],
-                  "status": [status.get(o.client_id, "submitted") for o in orders],
-                  "signal": [o.signal for o in orders], "threshold": [o.threshold for o in orders],
-                  "model_version": [o.model_version for o in orders]},
-                 floats=("qty", "target_fraction", "price", "signal", "threshold"))
+    """orders rows without their run (written with the run's key, see :func:`_write_run_rows`)."""
+    columns = {"client_id": [o.client_id for o in orders], "ts": [o.created_ts_ms for o in orders],
+               "type": [o.type.value for o in orders],
+               "side": [None if o.side is None else o.side.value for o in orders],
+               "qty": [o.qty for o in orders], "target_fraction": [o.target_fraction for o in orders],
+               "price": [o.price for o in orders], "reason": [o.reason for o in orders],
+               "status": [status.get(o.client_id, "submitted") for o in orders],
+               "signal": [o.signal for o in orders], "threshold": [o.threshold for o in orders],
+               "model_version": [o.model_version for o in orders]}
+    return RowBatch.from_columns(columns, floats=("qty", "target_fraction", "price", "signal", "threshold"))
 
 
 def fill_rows(fills: Sequence[Fill]) -> RowBatch:
-    return RowBatch.from_columns({"order_client_id": [f.order_id for f in fills], "ts": [f.ts_ms for f in fills],
-                  "side": [f.side.value for f in fills], "qty": [f.qty for f in fills],
-                  "price": [f.price for f in fills], "fee": [f.fee_quote for f in fills],
-                  "reason": [f.reason for f in fills]},
-                 floats=("qty", "price", "fee"))
+    columns = {"order_client_id": [f.order_id for f in fills], "ts": [f.ts_ms for f in fills],
+               "side": [f.side.value for f in fills], "qty": [f.qty for f in fills],
+               "price": [f.price for f in fills], "fee": [f.fee_quote for f in fills],
+               "reason": [f.reason for f in fills]}
+    return RowBatch.from_columns(columns, floats=("qty", "price", "fee"))
 
 
 def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
-    return RowBatch.from_columns({"seq": list(range(seq_start, seq_start + len(trades))), "side": [t.side for t in trades],
-                  "qty": [t.qty for t in trades], "entry_ts": [t.entry_ts_ms for t in trades],
-                  "exit_ts": [t.exit_ts_ms for t in trades], "entry_price": [t.entry_price for t in trades],
-                  "exit_price": [t.exit_price for t in trades], "gross_pnl": [t.gross_pnl_quote for t in trades],
-                  "fees": [t.fees_quote for t in trades], "pnl": [t.pnl_quote for t in trades],
-                  "return_pct": [t.return_pct for t in trades], "exit_reason": [t.exit_reason for t in trades],
-                  "bars_held": [t.bars_held for t in trades]},
-                 floats=("qty", "entry_price", "exit_price", "gross_pnl", "fees", "pnl", "return_pct"))
+    columns = {"seq": list(range(seq_start, seq_start + len(trades))), "side": [t.side for t in trades],
+               "qty": [t.qty for t in trades], "entry_ts": [t.entry_ts_ms for t in trades],
+               "exit_ts": [t.exit_ts_ms for t in trades], "entry_price": [t.entry_price for t in trades],
+               "exit_price": [t.exit_price for t in trades], "gross_pnl": [t.gross_pnl_quote for t in trades],
+               "fees": [t.fees_quote for t in trades], "pnl": [t.pnl_quote for t in trades],
+               "return_pct": [t.return_pct for t in trades], "exit_reason": [t.exit_reason for t in trades],
+               "bars_held": [t.bars_held for t in trades]}
+    return RowBatch.from_columns(columns, floats=("qty", "entry_price", "exit_price", "gross_pnl", "fees", "pnl",
+                                                  "return_pct"))
 
 
 def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> RowBatch:
     """Rows of the live signal tail (paper runs; a backtest stores its signals as chunks)."""
-    return RowBatch.from_columns({"run_id": [run_id] * len(signals), "ts": [s.ts_ms for s in signals],
-                  "signal": [s.signal for s in signals], "threshold": [s.threshold for s in signals],
-                  "unusualness": [s.unusualness for s in signals],
-                  "model_version": [s.model_version for s in signals]},
-                 floats=("signal", "threshold", "unusualness"))
+    columns = {"run_id": [run_id] * len(signals), "ts": [s.ts_ms for s in signals],
+               "signal": [s.signal for s in signals], "threshold": [s.threshold for s in signals],
+               "unusualness": [s.unusualness for s in signals],
+               "model_version": [s.model_version for s in signals]}
+    return RowBatch.from_columns(columns, floats=("signal", "threshold", "unusualness"))
 
 
 def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], status: dict[str, str],
@@ -441,8 +441,13 @@ def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], sta
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
     key = _run_key(conn, run_id) if orders or fills or trades else None
     for name, batch in _activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
-        write_batch(conn, RunRow.metadata.tables[name], batch.with_shared("run_key", key) if name in KEYED_TABLES
-                    else batch)
+        _write_run_rows(conn, name, batch, key)
+
+
+def _write_run_rows(conn: Connection, table_name: str, batch: RowBatch, run_key: int | None) -> None:
+    """A run's rows of one table: orders, fills and trades also get the run's key (KEYED_TABLES)."""
+    keyed = batch.with_shared("run_key", run_key) if table_name in KEYED_TABLES else batch
+    write_batch(conn, RunRow.metadata.tables[table_name], keyed)
 
 
 def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
