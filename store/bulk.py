@@ -36,8 +36,8 @@ class RowBatch:
     n: int
 
     @classmethod
-    def from_columns(cls, columns: dict[str, list[Any]], floats: Sequence[str] = ()) -> RowBatch:
-        """Rows from Python columns of equal length; ``floats`` names the float columns.
+    def from_columns(cls, columns: dict[str, Sequence[Any]], floats: Sequence[str] = ()) -> RowBatch:
+        """Rows from Python columns (lists or tuples) of equal length; ``floats`` names the float columns.
 
         SQLite stores a REAL -0.0 as the integer 0, PostgreSQL keeps the sign; -0.0 is written
         as 0.0 (equal as numbers) so both backends hold, and export, the same values.
@@ -145,7 +145,7 @@ def _pg_type(kind: Any) -> str:
     raise TypeError(f"no binary COPY type for {kind!r}")
 
 
-def _is_shared(values: list[Any]) -> bool:
+def _is_shared(values: Sequence[Any]) -> bool:
     """Whether every value is the same None, int or plain text (what can be written as an SQL literal)."""
     first = values[0]
     if first is None:
@@ -160,7 +160,7 @@ def _is_shared(values: list[Any]) -> bool:
     return ok and values.count(first) == len(values) and set(map(type, values)) == {type(first)}
 
 
-def _float_column(values: list[Any]) -> Any:
+def _float_column(values: Sequence[Any]) -> Any:
     """A float64 array when no value is missing (-0.0 as 0.0); else the list with the same rule."""
     if None in values:
         return [0.0 if v == 0 else v for v in values]
@@ -172,7 +172,7 @@ def _float_column(values: list[Any]) -> Any:
     return array
 
 
-def _int_column(values: list[Any]) -> Any:
+def _int_column(values: Sequence[Any]) -> Any:
     """An int64 array when every value is a Python int that fits; else the list unchanged."""
     if not values or type(values[0]) is not int or set(map(type, values)) != {int}:
         return values

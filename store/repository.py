@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from array import array
+from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from domain.events import EngineEvents
 from domain.heap import gc_paused
-from domain.types import Bar, Fill, Order, SignalPoint, Trade
+from domain.types import Bar, Fill, Order, OrderType, Side, SignalPoint, Trade
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
 from domain.records import ModelVersionRecord
@@ -393,35 +394,41 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
         session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
 
+# Enum member (or None) → its stored text, looked up per row with a C-level dict.get.
+_TEXT = {None: None, **{m: m.value for m in (*OrderType, *Side)}}
+
+
+def _fields(records: Sequence[tuple], width: int) -> list[tuple]:
+    """NamedTuple records transposed into one tuple per field (one C-level zip, no per-row Python)."""
+    return list(zip(*records)) if records else [()] * width
+
+
 def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
     """orders rows without their run (written with the run's key, see :func:`_write_run_rows`)."""
-    columns = {"client_id": [o.client_id for o in orders], "ts": [o.created_ts_ms for o in orders],
-               "type": [o.type.value for o in orders],
-               "side": [None if o.side is None else o.side.value for o in orders],
-               "qty": [o.qty for o in orders], "target_fraction": [o.target_fraction for o in orders],
-               "price": [o.price for o in orders], "reason": [o.reason for o in orders],
-               "status": [status.get(o.client_id, "submitted") for o in orders],
-               "signal": [o.signal for o in orders], "threshold": [o.threshold for o in orders],
-               "model_version": [o.model_version for o in orders]}
+    f = dict(zip(Order._fields, _fields(orders, len(Order._fields))))
+    ids = f["client_id"]
+    columns = {"client_id": ids, "ts": f["created_ts_ms"], "type": list(map(_TEXT.get, f["type"])),
+               "side": list(map(_TEXT.get, f["side"])), "qty": f["qty"], "target_fraction": f["target_fraction"],
+               "price": f["price"], "reason": f["reason"],
+               "status": list(map(status.get, ids, repeat("submitted", len(ids)))),
+               "signal": f["signal"], "threshold": f["threshold"], "model_version": f["model_version"]}
     return RowBatch.from_columns(columns, floats=("qty", "target_fraction", "price", "signal", "threshold"))
 
 
 def fill_rows(fills: Sequence[Fill]) -> RowBatch:
-    columns = {"order_client_id": [f.order_id for f in fills], "ts": [f.ts_ms for f in fills],
-               "side": [f.side.value for f in fills], "qty": [f.qty for f in fills],
-               "price": [f.price for f in fills], "fee": [f.fee_quote for f in fills],
-               "reason": [f.reason for f in fills]}
+    f = dict(zip(Fill._fields, _fields(fills, len(Fill._fields))))
+    columns = {"order_client_id": f["order_id"], "ts": f["ts_ms"], "side": list(map(_TEXT.get, f["side"])),
+               "qty": f["qty"], "price": f["price"], "fee": f["fee_quote"], "reason": f["reason"]}
     return RowBatch.from_columns(columns, floats=("qty", "price", "fee"))
 
 
 def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
-    columns = {"seq": list(range(seq_start, seq_start + len(trades))), "side": [t.side for t in trades],
-               "qty": [t.qty for t in trades], "entry_ts": [t.entry_ts_ms for t in trades],
-               "exit_ts": [t.exit_ts_ms for t in trades], "entry_price": [t.entry_price for t in trades],
-               "exit_price": [t.exit_price for t in trades], "gross_pnl": [t.gross_pnl_quote for t in trades],
-               "fees": [t.fees_quote for t in trades], "pnl": [t.pnl_quote for t in trades],
-               "return_pct": [t.return_pct for t in trades], "exit_reason": [t.exit_reason for t in trades],
-               "bars_held": [t.bars_held for t in trades]}
+    f = dict(zip(Trade._fields, _fields(trades, len(Trade._fields))))
+    columns = {"seq": list(range(seq_start, seq_start + len(trades))), "side": f["side"], "qty": f["qty"],
+               "entry_ts": f["entry_ts_ms"], "exit_ts": f["exit_ts_ms"], "entry_price": f["entry_price"],
+               "exit_price": f["exit_price"], "gross_pnl": f["gross_pnl_quote"], "fees": f["fees_quote"],
+               "pnl": f["pnl_quote"], "return_pct": f["return_pct"], "exit_reason": f["exit_reason"],
+               "bars_held": f["bars_held"]}
     return RowBatch.from_columns(columns, floats=("qty", "entry_price", "exit_price", "gross_pnl", "fees", "pnl",
                                                   "return_pct"))
 
