@@ -12,6 +12,7 @@ the arrays without building per-bar objects.
 from __future__ import annotations
 
 from array import array
+from itertools import repeat
 from typing import Any, Callable, Iterator, Sequence, overload
 
 import numpy as np
@@ -68,6 +69,20 @@ class SignalLog(Sequence[SignalPoint]):
     def append(self, point: SignalPoint) -> None:
         for column, value in zip(self._recent, point):
             column.append(value)
+
+    def extend(self, ts_ms: np.ndarray, signal: np.ndarray, threshold: float | None = None,
+               unusualness: float | None = None, model_version: int | None = None) -> None:
+        """Append points in bulk: ``ts_ms`` and ``signal`` per point, the other fields shared by all.
+        They join the recent points (compacted with them), so one call costs a few list extends."""
+        n = len(ts_ms)
+        if len(signal) != n:
+            raise ValueError(f"{n} times but {len(signal)} signals")
+        ts, values, thresholds, unusual, versions = self._recent
+        ts.extend(np.asarray(ts_ms, dtype=np.int64).tolist())
+        values.extend(np.asarray(signal, dtype=np.float64).tolist())
+        thresholds.extend(repeat(threshold, n))
+        unusual.extend(repeat(unusualness, n))
+        versions.extend(repeat(model_version, n))
 
     def compact_if_due(self) -> None:
         """Move the recent points into the typed arrays once there are COMPACT_EVERY of them."""

@@ -47,7 +47,7 @@ def run_backtest(series: BarSeries, strategy: Strategy, config: BrokerConfig, *,
     strategy.prepare_backtest(series)
     if engine == "native":
         eng = Engine(strategy, config, trade_from_ms=trade_from_ms)
-        events = eng.run(series.iter_bars())
+        events = eng.run_series(series)
         status = dict(eng.broker.status)
     elif engine == "backtrader":
         from engine.backtrader_adapter import run_in_backtrader

@@ -10,6 +10,8 @@ import functools
 import math
 from typing import Any, Callable
 
+import numpy as np
+
 from domain.events import EngineEvents
 from domain.types import Bar, Order, OrderType, Side, SignalPoint
 from engine.orders import OrderRejected, positive_qty
@@ -134,6 +136,14 @@ class StrategyContext:
         """Store what the strategy saw at this close (for reports and audits)."""
         if self.trading:
             self._add_signal(_new_signal((self._last_ts, signal, threshold, unusualness, model_version)))
+
+    def record_signals(self, ts_ms: np.ndarray, signal: np.ndarray, threshold: float | None = None,
+                       unusualness: float | None = None, model_version: int | None = None) -> None:
+        """Signals of several passed bars at once (a strategy's ``skip_bars``): ``ts_ms`` and
+        ``signal`` per bar, the other fields shared by all of them."""
+        if self.trading:
+            for ts, value in zip(np.asarray(ts_ms).tolist(), np.asarray(signal).tolist()):
+                self._add_signal(_new_signal((ts, value, threshold, unusualness, model_version)))
 
     # ---- internals -------------------------------------------------------------------------------
     def _priced_order(self, type_: OrderType, side: Side, price: float, reason: str, qty: float | None,

@@ -12,9 +12,11 @@ Bars before ``trade_from_ms`` are warm-up: the strategy sees them (indicators,
 features, models warm up) but any order it submits is discarded, and no equity
 is recorded. This is how a paper run's history and ``--trade-from`` work.
 
-Two ways to drive it: :meth:`Engine.run` (a backtest: events accumulate in column
-buffers, nothing is built per bar) and :meth:`Engine.step` (paper trading: one bar at
-a time, returning a typed :class:`domain.events.StepResult` to commit).
+Three ways to drive it: :meth:`Engine.run` (a backtest over any stream of bars: events
+accumulate in column buffers, nothing is built per bar), :meth:`Engine.run_series` (a
+backtest over a whole series: the same, and bars a strategy promises to pass quietly are
+passed in bulk) and :meth:`Engine.step` (paper trading: one bar at a time, returning a
+typed :class:`domain.events.StepResult` to commit).
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ import gc
 from itertools import islice
 from typing import Iterable
 
+import numpy as np
+
 from domain.columns import COMPACT_EVERY
 from domain.errors import DataError
 from domain.events import EngineEvents, StepResult
+from domain.series import BarSeries, make_bar as _make_bar
 from domain.types import Bar, EquityPoint, Fill, Order, Trade
 from engine.broker import BrokerConfig, SimulatedBroker
 from engine.costs import FeeModel, SlippageModel
@@ -90,6 +95,65 @@ class Engine(StrategyContext):
         self.end()
         return self.events
 
+    def run_series(self, series: BarSeries) -> EngineEvents:
+        """:meth:`run` over a whole series, with quiet bars passed in bulk.
+
+        Whenever nothing is pending after a bar, the strategy is asked how many of the next bars
+        it would pass without an order (:meth:`strategies.base.Strategy.quiet_bars`, after its
+        ``prepare_backtest``). Those bars get no fills (nothing is pending), no decision and an
+        unchanged book, so the loop appends their times and closes as marks, lets the strategy
+        record their signals in one call and moves on. Stopped short of any bar whose mark would
+        reach the equity floor, and of warm-up bars. The events are the ones :meth:`run` gives,
+        value for value (tests hold both equal); a strategy without the fast path gets :meth:`run`.
+        """
+        strategy = self.strategy
+        if type(strategy).quiet_bars is Strategy.quiet_bars or len(series) < 2 \
+                or not bool(np.all(series.ts_ms[1:] > series.ts_ms[:-1])):
+            return self.run(series.iter_bars())  # (bars out of order: run() says at which one)
+        self.begin()
+        advance, quiet, skip, broker = self._advance, strategy.quiet_bars, strategy.skip_bars, self.broker
+        ev = self.events
+        old_threshold = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 100)  # as in run()
+        try:
+            for start in range(0, len(series), COMPACT_EVERY):
+                chunk = series.take(slice(start, start + COMPACT_EVERY))
+                ts, close = chunk.ts_ms, chunk.close
+                columns = [c.tolist() for c in (ts, chunk.open, chunk.high, chunk.low, close, chunk.volume)]
+                n, i = len(ts), 0
+                while i < n:
+                    advance(_make_bar([c[i] for c in columns]))
+                    i += 1
+                    if broker.pending or not self.trading or self.equity_floor_ts is not None or i == n:
+                        continue
+                    pf = self.portfolio
+                    count = quiet(pf.position_qty, n - i)
+                    if count > 0:
+                        count = self._before_floor(close[i:i + count], pf.cash_quote, pf.position_qty)
+                    if count <= 0:
+                        continue
+                    skip(count, self)
+                    ev.equity_ts_ms.extend(columns[0][i:i + count])
+                    ev.equity_close.extend(columns[4][i:i + count])
+                    i += count
+                    self.bar_index += count
+                    self.bar = _make_bar([c[i - 1] for c in columns])
+                    self._last_ts = self.bar.ts_ms
+                ev.signals.compact_if_due()
+        finally:
+            gc.set_threshold(*old_threshold)
+        self.end()
+        return self.events
+
+    @staticmethod
+    def _before_floor(closes: np.ndarray, cash: float, qty: float) -> int:
+        """How many of these closes mark equity (cash + qty × close, as the loop rounds it) above zero
+        before the first that does not."""
+        if qty == 0.0 and cash > 0.0 or qty > 0.0 and cash >= 0.0:
+            return len(closes)  # flat with cash, or long without debt: every mark is positive
+        at_floor = cash + qty * closes <= 0.0
+        return int(np.argmax(at_floor)) if at_floor.any() else len(closes)
+
     def end(self) -> None:
         """Stop the strategy and complete the equity columns."""
         super().end()
@@ -144,6 +208,11 @@ class Engine(StrategyContext):
             self._mark_close(close)
             if pf.cash_quote + pf.position_qty * close <= 0.0:
                 self._hit_equity_floor(ts)
+
+    def record_signals(self, ts_ms: np.ndarray, signal: np.ndarray, threshold: float | None = None,
+                       unusualness: float | None = None, model_version: int | None = None) -> None:
+        if self.trading:
+            self.events.signals.extend(ts_ms, signal, threshold, unusualness, model_version)
 
     def record_signal(self, signal: float, threshold: float | None = None, unusualness: float | None = None,
                       model_version: int | None = None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from domain.types import Bar, Order, Side
 
 
@@ -44,6 +46,8 @@ class Context(Protocol):
     def cancel_all(self) -> None: ...
     def record_signal(self, signal: float, threshold: float | None = None,
                       unusualness: float | None = None, model_version: int | None = None) -> None: ...
+    def record_signals(self, ts_ms: "np.ndarray", signal: "np.ndarray", threshold: float | None = None,
+                       unusualness: float | None = None, model_version: int | None = None) -> None: ...
 
 
 class Strategy:
@@ -63,6 +67,18 @@ class Strategy:
     def prepare_backtest(self, series: Any) -> None:
         """Backtest fast path: the whole series before the run, for causal precomputation only
         (each value may use bars up to its own). Paper runs never call it."""
+
+    def quiet_bars(self, position_qty: float, limit: int) -> int:
+        """Backtest fast path (after :meth:`prepare_backtest`): how many of the next bars, at most
+        ``limit``, on_bar would pass without an order or any change but recording its signal, given
+        this position and no pending order. The engine then hands those bars to :meth:`skip_bars`
+        in one call. 0 (the default): the engine shows the strategy every bar."""
+        return 0
+
+    def skip_bars(self, count: int, ctx: Context) -> None:
+        """Pass ``count`` bars that :meth:`quiet_bars` promised, recording what on_bar would have
+        recorded for them (``ctx.record_signals``)."""
+        raise NotImplementedError(f"{type(self).__name__} promised quiet bars but cannot skip them")
 
     def on_start(self, ctx: Context) -> None:
         """Called once before the first bar."""

@@ -6,11 +6,20 @@ Decision at the close of bar t, on the position held after bar t's fills:
 flat & z < -entry_z → long; flat & z > entry_z → short; long & z > 0 → close;
 short & z < 0 → close. All-in sizing at the next open. An exit leaves the book
 flat for at least one close, because the decision sees the position only.
+
+Backtest fast path: :meth:`ZScoreReversion.prepare_backtest` computes every bar's z up
+front (:func:`rolling_zscores`, bit for bit what the stream gives) and the bars at which
+a decision could fire, so the engine can pass the quiet bars between them in bulk
+(:meth:`~ZScoreReversion.quiet_bars`). A paper run streams bar by bar; tests hold both equal.
 """
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
 
 from domain.types import Bar
 from strategies.base import Context, Strategy
@@ -75,6 +84,81 @@ class RollingZScore:
         return (value - mean) / math.sqrt(var)
 
 
+def rolling_zscores(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
+    """The z-score of every value exactly as :meth:`RollingZScore.update` returns it, bit for bit
+    (NaN where it returns None), computed in bulk.
+
+    The stream's arithmetic is replayed, not approximated: up to its first exact recomputation the
+    sums are streamed; from then on, in blocks of ``window`` values, each block starts from the
+    exact sums (math.fsum) and runs ``(sum + v_k) - v_{k-window}`` left to right
+    (``np.add.accumulate`` is sequential), then mean, variance and z with the same roundings.
+    """
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    n, total = window, len(v)
+    stream = RollingZScore(n)  # also checks the window
+    out = np.full(total, np.nan)
+    head = min(total, 2 * n - 2)  # the stream's first exact recomputation is at index 2n - 2
+    for k, value in enumerate(v[:head].tolist()):
+        z = stream.update(value)
+        if z is not None:
+            out[k] = z
+    if total == head:
+        return out
+    starts = range(head, total, n)
+    blocks = len(starts)
+    squares = v * v
+    pad = np.zeros(blocks * n - (total - head))
+
+    def running_sums(x: np.ndarray) -> np.ndarray:
+        listed = x.tolist()
+        steps = np.empty((blocks, 2 * n - 1))
+        steps[:, 0] = [math.fsum(listed[e - n + 1:e + 1]) for e in starts]
+        x = np.concatenate([x, pad])
+        steps[:, 1::2] = x[head:head + blocks * n].reshape(blocks, n)[:, 1:]
+        steps[:, 2::2] = x[head - n:head - n + blocks * n].reshape(blocks, n)[:, 1:]
+        np.negative(steps[:, 2::2], out=steps[:, 2::2])  # x + (-y) rounds exactly as x - y
+        return np.add.accumulate(steps, axis=1)[:, 0::2].reshape(-1)[:total - head]
+
+    mean = running_sums(v) / n
+    var = running_sums(squares) / n - mean * mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (v[head:] - mean) / np.sqrt(var)
+    z[var <= 0.0] = 0.0
+    out[head:] = z
+    return out
+
+
+def log_returns(close: np.ndarray) -> np.ndarray:
+    """ln(C_t / C_{t-1}) with ``math.log``, as the stream computes it (numpy's log differs in the
+    last bit for about 0.3 % of values, which would move a z-score by as much)."""
+    ratios = np.asarray(close[1:], dtype=np.float64) / np.asarray(close[:-1], dtype=np.float64)
+    return np.fromiter(map(math.log, ratios.tolist()), dtype=np.float64, count=len(ratios))
+
+
+class _Prepared:
+    """A series' z-scores and the bars at which a decision can fire (sorted bar indices)."""
+
+    __slots__ = ("series", "ts", "ts_list", "z", "z_list", "first", "entries", "long_exits", "short_exits")
+
+    def __init__(self, series: Any, config: ZScoreConfig) -> None:
+        self.series = series
+        self.ts = np.asarray(series.ts_ms, dtype=np.int64)
+        self.ts_list = self.ts.tolist()
+        z = np.full(len(self.ts), np.nan)
+        if len(z) > 1:
+            z[1:] = rolling_zscores(log_returns(series.close), config.window)
+        self.z = z
+        # The stream has no z before bar ``window`` (no previous close, then window - 1 returns).
+        self.first = min(config.window, len(z))
+        self.z_list: list[float | None] = [None] * self.first + z[self.first:].tolist()
+        entry = z < -config.entry_z
+        if not config.long_only:
+            entry |= z > config.entry_z
+        self.entries = np.flatnonzero(entry).tolist()
+        self.long_exits = np.flatnonzero(z > config.exit_z).tolist()
+        self.short_exits = np.flatnonzero(z < -config.exit_z).tolist()
+
+
 class ZScoreReversion(Strategy):
     name = "zscore"
 
@@ -84,21 +168,38 @@ class ZScoreReversion(Strategy):
         self._entry_z, self._exit_z, self._long_only = config.entry_z, config.exit_z, config.long_only
         self._z = RollingZScore(config.window)
         self._prev_close: float | None = None
+        self._prepared: _Prepared | None = None
+        self._index = 0  # the prepared series' bar that on_bar sees next
 
     def warmup_bars(self, timeframe_ms: int) -> int:
         return self.config.window + 2  # window returns need window + 1 closes, plus one spare
 
+    def prepare_backtest(self, series: Any) -> None:
+        """Every bar's z up front; each uses returns up to its own bar only, so nothing leaks."""
+        if self._prepared is None or self._prepared.series is not series:
+            self._prepared = _Prepared(series, self.config)
+
     def on_start(self, ctx: Context) -> None:
         self._z = RollingZScore(self.config.window)
         self._prev_close = None
+        self._index = 0
 
     def on_bar(self, bar: Bar, ctx: Context) -> None:
-        close = bar.close
-        prev = self._prev_close
-        self._prev_close = close
-        if prev is None:
-            return
-        z = self._z.update(math.log(close / prev))
+        prepared = self._prepared
+        if prepared is None:
+            close = bar.close
+            prev = self._prev_close
+            self._prev_close = close
+            if prev is None:
+                return
+            z = self._z.update(math.log(close / prev))
+        else:
+            i = self._index
+            if i >= len(prepared.ts_list) or prepared.ts_list[i] != bar.ts_ms:
+                raise RuntimeError(f"bar {bar.ts_ms} is not the prepared series' bar {i}: prepare_backtest() "
+                                   "must be given the bars the run replays")
+            self._index = i + 1
+            z = prepared.z_list[i]
         if z is None:
             return
         entry_z, exit_z = self._entry_z, self._exit_z
@@ -114,3 +215,25 @@ class ZScoreReversion(Strategy):
                 ctx.close("signal", signal=z, threshold=exit_z)
         elif z < -exit_z:
             ctx.close("signal", signal=z, threshold=-exit_z)
+
+    # --- backtest fast path -------------------------------------------------------------------------
+    def quiet_bars(self, position_qty: float, limit: int) -> int:
+        """Bars from the next one until the next whose z can fire a decision for this position."""
+        prepared = self._prepared
+        i = self._index
+        if prepared is None or i < prepared.first:
+            return 0
+        if position_qty == 0.0:
+            triggers = prepared.entries
+        else:
+            triggers = prepared.long_exits if position_qty > 0.0 else prepared.short_exits
+        at = bisect_left(triggers, i)
+        fire = triggers[at] if at < len(triggers) else len(prepared.ts_list)
+        return min(fire - i, limit)
+
+    def skip_bars(self, count: int, ctx: Context) -> None:
+        prepared = self._prepared
+        assert prepared is not None
+        i = self._index
+        self._index = i + count
+        ctx.record_signals(prepared.ts[i:i + count], prepared.z[i:i + count], self._entry_z)
