@@ -70,16 +70,18 @@ class SignalLog(Sequence[SignalPoint]):
         for column, value in zip(self._recent, point):
             column.append(value)
 
-    def extend(self, ts_ms: np.ndarray, signal: np.ndarray, threshold: float | None = None,
-               unusualness: float | None = None, model_version: int | None = None) -> None:
-        """Append points in bulk: ``ts_ms`` and ``signal`` per point, the other fields shared by all.
+    def extend(self, ts_ms: Sequence[int] | np.ndarray, signal: Sequence[float] | np.ndarray,
+               threshold: float | None = None, unusualness: float | None = None,
+               model_version: int | None = None) -> None:
+        """Append points in bulk: ``ts_ms`` and ``signal`` per point (numpy or typed arrays, lists),
+        the other fields shared by all.
         They join the recent points (compacted with them), so one call costs a few list extends."""
         n = len(ts_ms)
         if len(signal) != n:
             raise ValueError(f"{n} times but {len(signal)} signals")
         ts, values, thresholds, unusual, versions = self._recent
-        ts.extend(np.asarray(ts_ms, dtype=np.int64).tolist())
-        values.extend(np.asarray(signal, dtype=np.float64).tolist())
+        ts.extend(plain_numbers(ts_ms))
+        values.extend(plain_numbers(signal))
         thresholds.extend(repeat(threshold, n))
         unusual.extend(repeat(unusualness, n))
         versions.extend(repeat(model_version, n))
@@ -170,6 +172,11 @@ class SignalLog(Sequence[SignalPoint]):
             mask = (missing & bit).astype(bool)
             out[name] = (_view(values, dtype), mask if mask.any() else None)
         return out
+
+
+def plain_numbers(values: Any) -> Any:
+    """Values that iterate as plain Python numbers (a numpy array would give numpy scalars)."""
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def _view(values: array, dtype: Any) -> np.ndarray:

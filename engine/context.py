@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import numpy as np
-
+from domain.columns import plain_numbers as _plain
 from domain.events import EngineEvents
 from domain.types import Bar, Order, OrderType, Side, SignalPoint
 from engine.orders import OrderRejected, positive_qty
@@ -137,12 +136,12 @@ class StrategyContext:
         if self.trading:
             self._add_signal(_new_signal((self._last_ts, signal, threshold, unusualness, model_version)))
 
-    def record_signals(self, ts_ms: np.ndarray, signal: np.ndarray, threshold: float | None = None,
+    def record_signals(self, ts_ms: Sequence[int], signal: Sequence[float], threshold: float | None = None,
                        unusualness: float | None = None, model_version: int | None = None) -> None:
         """Signals of several passed bars at once (a strategy's ``skip_bars``): ``ts_ms`` and
         ``signal`` per bar, the other fields shared by all of them."""
         if self.trading:
-            for ts, value in zip(np.asarray(ts_ms).tolist(), np.asarray(signal).tolist()):
+            for ts, value in zip(_plain(ts_ms), _plain(signal)):
                 self._add_signal(_new_signal((ts, value, threshold, unusualness, model_version)))
 
     # ---- internals -------------------------------------------------------------------------------

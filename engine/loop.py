@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 from itertools import islice
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -118,7 +118,8 @@ class Engine(StrategyContext):
         try:
             for start in range(0, len(series), COMPACT_EVERY):
                 chunk = series.take(slice(start, start + COMPACT_EVERY))
-                ts, close = chunk.ts_ms, chunk.close
+                ts = np.ascontiguousarray(chunk.ts_ms, dtype=np.int64)
+                close = np.ascontiguousarray(chunk.close, dtype=np.float64)
                 columns = [c.tolist() for c in (ts, chunk.open, chunk.high, chunk.low, close, chunk.volume)]
                 n, i = len(ts), 0
                 while i < n:
@@ -133,8 +134,8 @@ class Engine(StrategyContext):
                     if count <= 0:
                         continue
                     skip(count, self)
-                    ev.equity_ts_ms.extend(columns[0][i:i + count])
-                    ev.equity_close.extend(columns[4][i:i + count])
+                    ev.equity_ts_ms.frombytes(memoryview(ts[i:i + count]).cast("B"))
+                    ev.equity_close.frombytes(memoryview(close[i:i + count]).cast("B"))
                     i += count
                     self.bar_index += count
                     self.bar = _make_bar([c[i - 1] for c in columns])
@@ -209,7 +210,7 @@ class Engine(StrategyContext):
             if pf.cash_quote + pf.position_qty * close <= 0.0:
                 self._hit_equity_floor(ts)
 
-    def record_signals(self, ts_ms: np.ndarray, signal: np.ndarray, threshold: float | None = None,
+    def record_signals(self, ts_ms: Sequence[int], signal: Sequence[float], threshold: float | None = None,
                        unusualness: float | None = None, model_version: int | None = None) -> None:
         if self.trading:
             self.events.signals.extend(ts_ms, signal, threshold, unusualness, model_version)

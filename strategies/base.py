@@ -6,11 +6,9 @@ Orders submitted in ``on_bar`` fill from the next bar on (never at this close).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from domain.types import Bar, Order, Side
 
 
@@ -46,7 +44,7 @@ class Context(Protocol):
     def cancel_all(self) -> None: ...
     def record_signal(self, signal: float, threshold: float | None = None,
                       unusualness: float | None = None, model_version: int | None = None) -> None: ...
-    def record_signals(self, ts_ms: "np.ndarray", signal: "np.ndarray", threshold: float | None = None,
+    def record_signals(self, ts_ms: Sequence[int], signal: Sequence[float], threshold: float | None = None,
                        unusualness: float | None = None, model_version: int | None = None) -> None: ...
 
 
