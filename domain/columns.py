@@ -96,14 +96,15 @@ class SignalLog(Sequence[SignalPoint]):
         n = len(ts)
         if not n:
             return
-        self._ts.extend(ts)
-        self._signal.extend(signal)
+        # array(code, list) converts about twice as fast as array.extend(list); then one memcpy
+        self._ts.extend(array("q", ts))
+        self._signal.extend(array("d", signal))
         mask, uniform = 0, True
         for bit, col, target, zero in ((1, threshold, self._threshold, 0.0), (2, unusual, self._unusual, 0.0),
                                        (4, version, self._version, 0)):
             nones = col.count(None)
             if nones == 0:
-                target.extend(col)
+                target.extend(array(target.typecode, col))
             elif nones == n:  # never recorded (e.g. no model): zeros, flagged missing
                 target.extend(array(target.typecode, [zero]) * n)
                 mask |= bit

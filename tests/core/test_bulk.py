@@ -10,6 +10,7 @@ import math
 import pickle
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from store.bulk import RowBatch, write_batch
@@ -25,15 +26,16 @@ FILL_COLUMNS = ["order_client_id", "ts", "side", "qty", "price", "fee", "reason"
 
 
 def _store_and_read(db_url: str, rows: list[tuple], table: Any = OrderRow.__table__,
-                    columns: list[str] = COLUMNS) -> list[tuple]:
+                    columns: list[str] = COLUMNS, pickled: bool = True) -> list[tuple]:
     db = init_db(db_url)
     try:
         run_id = create_run(db, RunSpec(mode="backtest", strategy="zscore", initial_cash=1.0))
         with db.connect() as conn:
             key = conn.scalar(select(RunRow.key).where(RunRow.id == run_id))
         values = {name: [r[i] for r in rows] for i, name in enumerate(columns)}
-        batch = pickle.loads(pickle.dumps(RowBatch.from_columns(
-            values, floats=("qty", "target_fraction", "price", "signal", "threshold", "fee"))))
+        batch = RowBatch.from_columns(values, floats=("qty", "target_fraction", "price", "signal", "threshold", "fee"))
+        if pickled:  # as a sweep worker hands it to the driver: numeric columns as numpy arrays
+            batch = pickle.loads(pickle.dumps(batch))
         with db.begin() as conn:
             write_batch(conn, table, batch.with_shared("run_key", key))
         with db.connect() as conn:
@@ -43,11 +45,12 @@ def _store_and_read(db_url: str, rows: list[tuple], table: Any = OrderRow.__tabl
         db.dispose()
 
 
-def test_a_batch_reads_back_as_the_rows_it_was_made_of(db_url: str) -> None:
+@pytest.mark.parametrize("pickled", [True, False], ids=["pickled", "in-process"])
+def test_a_batch_reads_back_as_the_rows_it_was_made_of(db_url: str, pickled: bool) -> None:
     rows = [(f"o{i}", 1_700_000_000_000 + 3_600_000 * i, "market", None, None, 1.0 if i % 2 else -0.0, None,
              "entry" if i % 3 else "it's odd", "filled", 0.1 * i - 0.35, -1.5, None if i % 4 else i)
             for i in range(1, 9)]
-    stored = _store_and_read(db_url, rows)
+    stored = _store_and_read(db_url, rows, pickled=pickled)
     expected = [tuple(0.0 if isinstance(v, float) and v == 0 else v for v in r) for r in rows]
     assert stored == expected
     assert all(math.copysign(1.0, r[5]) == 1.0 for r in stored)  # -0.0 is written as 0.0 on both backends
