@@ -386,13 +386,21 @@ def _aligned_returns(db: Any, runs: list[dict[str, Any]]) -> np.ndarray | None:
     """T × N bar returns of runs on the same bars, over the bars all of them measured (N × T floats in memory)."""
     if not runs:
         return None
-    curves = [tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in runs]
+    return aligned_returns([tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in runs])
+
+
+def aligned_returns(curves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """T × N bar returns of (times, equity) curves over the times all of them have; None under 3 such times."""
     common = curves[0][0]
-    for ts, _ in curves[1:]:
-        common = np.intersect1d(common, ts, assume_unique=True)
+    if all(np.array_equal(ts, common) for ts, _ in curves[1:]):  # the usual case: one data file, one span
+        columns = [eq for _, eq in curves]
+    else:
+        for ts, _ in curves[1:]:
+            common = np.intersect1d(common, ts, assume_unique=True)
+        columns = [eq[np.searchsorted(ts, common)] for ts, eq in curves]
     if len(common) < 3:
         return None
-    m = np.column_stack([eq.astype(float)[np.searchsorted(ts, common)] for ts, eq in curves])
+    m = np.column_stack([np.asarray(eq, dtype=float) for eq in columns])
     return m[1:] / m[:-1] - 1.0
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.selection import (deflated_sharpe, expected_max_sharpe, probability_of_overfitting, sharpe)
+from app.sweep.driver import aligned_returns
 
 T, N = 2_000, 40
 
@@ -72,3 +73,19 @@ def test_pbo_refuses_what_it_cannot_measure() -> None:
         probability_of_overfitting(np.zeros((100, 1)))
     with pytest.raises(ValueError):
         probability_of_overfitting(np.zeros((3, 5)))
+
+
+def test_returns_are_aligned_on_the_bars_every_run_measured() -> None:
+    ts = np.arange(10, dtype=np.int64) * 1000
+    a = 100.0 + np.arange(10.0)
+    b = 200.0 + 2 * np.arange(10.0)
+    same = aligned_returns([(ts, a), (ts, b)])
+    assert same is not None
+    np.testing.assert_array_equal(same, np.column_stack([a[1:] / a[:-1] - 1, b[1:] / b[:-1] - 1]))
+    # a run that started later and one that missed a bar: only the bars both have count
+    late = aligned_returns([(ts, a), (np.delete(ts[2:], 3), np.delete(b[2:], 3))])
+    keep = np.delete(np.arange(2, 10), 3)
+    assert late is not None
+    np.testing.assert_array_equal(late, np.column_stack([a[keep][1:] / a[keep][:-1] - 1,
+                                                         b[keep][1:] / b[keep][:-1] - 1]))
+    assert aligned_returns([(ts, a), (ts[8:], b[8:])]) is None  # fewer than 3 common bars
