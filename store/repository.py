@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from array import array
 from itertools import repeat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,7 +27,7 @@ from domain.types import Bar, Fill, Order, OrderType, Side, SignalPoint, Trade
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
 from domain.records import ModelVersionRecord
-from store.bulk import RowBatch, write_batch
+from store.bulk import PackedRows, RowBatch, write_batch, write_packed
 from store.db import StoreError
 from store.lease import verify_and_renew
 from store.schema import (KEYED_TABLES, BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow,
@@ -130,6 +130,17 @@ class PreparedRun:
     tables: list[tuple[str, RowBatch]]  # (table name, its rows) in insert order
     chunks: list[dict[str, Any]]  # series_chunks rows
     results: dict[str, Any]  # the run row's final values (metrics, report, span, bar count)
+    packed: PackedRows | None = None  # orders, fills and trades packed for a SQLite store (see packed_rows)
+
+    def packed_rows(self) -> PreparedRun:
+        """The same run with its orders, fills and trades as one SQLite image (store/bulk.py
+        PackedRows): built by a sweep worker when the store is SQLite, so the driver's insert is
+        one INSERT … SELECT per table. Any store still takes it."""
+        keyed = [(name, batch) for name, batch in self.tables if name in KEYED_TABLES]
+        if self.packed is not None or not keyed:
+            return self
+        rest = [(name, batch) for name, batch in self.tables if name not in KEYED_TABLES]
+        return replace(self, tables=rest, packed=PackedRows.pack(keyed))
 
 
 def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_status: dict[str, str],
@@ -164,6 +175,8 @@ def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
     key = _run_key(conn, prepared.run_id)
     for name, batch in prepared.tables:
         _write_run_rows(conn, name, batch, key)
+    if prepared.packed is not None:
+        write_packed(conn, RunRow.metadata.tables, prepared.packed, {"run_key": key})
     write_chunks(conn, prepared.chunks)
     conn.execute(update(RunRow).where(RunRow.id == prepared.run_id).values(
         **prepared.results, updated_at=utc_now_iso()))

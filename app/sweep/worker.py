@@ -101,6 +101,8 @@ def _run(task: SweepTask) -> TaskResult:
     r = outcome.result
     stored = prepare_backtest(new_run_id(), r.events, r.order_status, outcome.metrics, outcome.report,
                               list(outcome.spec.model_versions(outcome.strategy)), r.start_ts, r.end_ts)
+    if task.pack_rows:
+        stored = stored.packed_rows()
     return TaskResult(
         task.config_hash, True, params=outcome.params, config=config_dict(outcome.strategy), metrics=outcome.metrics,
         stored=stored, timeframe_ms=series.timeframe_ms, data_source=series.source)
