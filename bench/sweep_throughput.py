@@ -1,6 +1,6 @@
 """Sweep throughput: configurations per minute with 1 and 2 local workers, and the scaling efficiency.
 
-    python -m bench.sweep_throughput [--bars 150000] [--configs 16] [--score-configs 4]
+    python -m bench.sweep_throughput [--bars 150000] [--configs 16] [--score-configs 4] [--repeat 2]
 
 Two grids on SYNTHETIC hourly bars, each with 1 and 2 worker processes, in one run:
 - a z-score grid (window × entry_z; cheap runs, so storing each run's per-bar rows
@@ -15,7 +15,8 @@ Speed-up = configs/min with 2 workers ÷ with 1; efficiency = speed-up ÷ 2. The
 target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each worker
 process (ru_maxrss, after many tasks) is compared with a fresh process running one
 configuration alone: the bare worker function, and run_backtest.py (which also stores it).
-On a machine shared with other work the numbers are noisy: compare within one run.
+On a machine shared with other work the numbers are noisy: compare within one run. Each
+measurement is repeated (--repeat, interleaved 1, 2, 1, 2 workers) and the fastest counts.
 The workers' CPU seconds per configuration and the share of the cores they got are
 printed too: equal CPU per configuration with 1 and 2 workers means parallelism adds
 no work, and a low core share means other processes held the CPU during the run.
@@ -119,12 +120,18 @@ def end_to_end(request: SweepRequest, db_path: Path, workers: int) -> float:
     return seconds
 
 
+def _secs(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bars", type=int, default=150_000, help="bars of the z-score data (default 150000)")
     p.add_argument("--configs", type=int, default=16, help="z-score configurations (multiple of 4; default 16)")
     p.add_argument("--score-bars", type=int, default=4_000, help="bars of the score-strategy data (default 4000)")
     p.add_argument("--score-configs", type=int, default=4, help="score-strategy configurations (default 4)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="measure each worker count this many times, interleaved; the fastest counts (default 2)")
     args = p.parse_args(argv)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
@@ -144,11 +151,23 @@ def main(argv: list[str] | None = None) -> int:
             n = len(points)
             reference = single_run_peak(files[label], strategy, points[0], fixed, root)
             cli_reference = run_backtest_peak(files[label], strategy, points[0], fixed, root)
-            exec_s = {w: execute_only(driver, points, w) for w in (1, 2)}
-            e2e_s = {w: end_to_end(SweepRequest(name=f"{label}-{w}", strategy=strategy, data=(str(files[label]),),
-                                                grid=grid, fixed=fixed), root / f"{label}-{w}.db", w)
-                     for w in (1, 2)}
-            peak = max(exec_s[1][1], exec_s[2][1])
+            # Interleaved repeats, the fastest counting (as in store_throughput.py): a shared host's speed
+            # drifts by tens of percent within a minute, which one run of each would read as (anti-)scaling.
+            exec_runs: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
+            e2e_runs: dict[int, list[float]] = {1: [], 2: []}
+            for attempt in range(args.repeat):
+                for w in (1, 2):
+                    exec_runs[w].append(execute_only(driver, points, w))
+                for w in (1, 2):
+                    e2e_runs[w].append(end_to_end(SweepRequest(
+                        name=f"{label}-{w}-{attempt}", strategy=strategy, data=(str(files[label]),), grid=grid,
+                        fixed=fixed), root / f"{label}-{w}-{attempt}.db", w))
+            exec_s = {w: min(runs, key=lambda r: r[0]) for w, runs in exec_runs.items()}
+            e2e_s = {w: min(runs) for w, runs in e2e_runs.items()}
+            if args.repeat > 1:
+                console.print(f"[dim]{label}: end-to-end seconds per attempt, 1 worker {_secs(e2e_runs[1])}, "
+                              f"2 workers {_secs(e2e_runs[2])}[/dim]")
+            peak = max(r[1] for runs in exec_runs.values() for r in runs)  # the largest of every attempt
             for w, (secs, _, cpu) in exec_s.items():
                 console.print(f"[dim]{label}, {w} worker(s): {cpu / n:.2f} CPU s per config in the workers; they got "
                               f"{100 * cpu / (secs * w):.0f} % of {w} core(s) while running[/dim]")

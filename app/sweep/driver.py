@@ -94,9 +94,6 @@ class SweepDriver:
         self.stored_values: dict[str, float | None] = {}
         self.done = self.failed = 0
         self.best: float | None = None
-        # A SQLite store takes a run's rows fastest as one packed image (store/bulk.py PackedRows),
-        # built by the worker: the driver, the one writer, then spends least per run.
-        self._pack_rows = db.dialect.name == "sqlite"
 
     # ---- planning ------------------------------------------------------------------------------
     def _check_request(self) -> None:
@@ -197,6 +194,10 @@ class SweepDriver:
 
     def _drive(self, planner: GridPlanner | OptunaPlanner) -> None:
         cap = max(1, self.backend.workers * 2)
+        # Several workers feed one writer: then a SQLite store takes each run's rows as one image the
+        # worker packed (store/bulk.py PackedRows; ~60 % less driver CPU per row, more worker CPU).
+        # One worker leaves the driver idle between results, so it inserts the rows itself.
+        pack_rows = self.backend.workers > 1 and self.db.dialect.name == "sqlite"
         inflight: dict[Future, SweepTask] = {}
         retry: deque[SweepTask] = deque()
         attempts: dict[str, int] = {}
@@ -212,7 +213,7 @@ class SweepDriver:
                     planner.on_result(task, self.stored_values.get(task.config_hash))
                     self._report(len(inflight))
                     continue
-                inflight[self.backend.executor.submit(run_task, replace(task, pack_rows=self._pack_rows))] = task
+                inflight[self.backend.executor.submit(run_task, replace(task, pack_rows=pack_rows))] = task
             self._report(len(inflight))
             if not inflight:
                 if planner.exhausted() and not retry:

@@ -54,7 +54,7 @@ class SweepTask:
     role: str = "trial"  # trial: measured before select_until (or on all bars) | holdout: after it
     select_until_ms: int | None = None
     threads: int = 1  # torch / BLAS threads in the worker
-    pack_rows: bool = False  # the store is SQLite: ship orders/fills/trades packed (PreparedRun.packed_rows)
+    pack_rows: bool = False  # ship orders/fills/trades packed for a SQLite store (PreparedRun.packed_rows)
     swept: dict[str, Any] = field(default_factory=dict)  # the values this sweep varies (for tables and reports)
 
 
