@@ -111,8 +111,7 @@ class Engine(StrategyContext):
                 or not bool(np.all(series.ts_ms[1:] > series.ts_ms[:-1])):
             return self.run(series.iter_bars())  # (bars out of order: run() says at which one)
         self.begin()
-        advance, quiet, skip, broker = self._advance, strategy.quiet_bars, strategy.skip_bars, self.broker
-        ev = self.events
+        advance, broker, ev = self._advance, self.broker, self.events
         old_threshold = gc.get_threshold()
         gc.set_threshold(100_000, 50, 100)  # as in run()
         try:
@@ -120,31 +119,40 @@ class Engine(StrategyContext):
                 chunk = series.take(slice(start, start + COMPACT_EVERY))
                 ts = np.ascontiguousarray(chunk.ts_ms, dtype=np.int64)
                 close = np.ascontiguousarray(chunk.close, dtype=np.float64)
-                columns = [c.tolist() for c in (ts, chunk.open, chunk.high, chunk.low, close, chunk.volume)]
+                t_, o_, h_, l_, c_, v_ = (c.tolist() for c in (ts, chunk.open, chunk.high, chunk.low, close,
+                                                              chunk.volume))
                 n, i = len(ts), 0
                 while i < n:
-                    advance(_make_bar([c[i] for c in columns]))
+                    advance(_make_bar((t_[i], o_[i], h_[i], l_[i], c_[i], v_[i])))
                     i += 1
                     if broker.pending or not self.trading or self.equity_floor_ts is not None or i == n:
                         continue
-                    pf = self.portfolio
-                    count = quiet(pf.position_qty, n - i)
-                    if count > 0:
-                        count = self._before_floor(close[i:i + count], pf.cash_quote, pf.position_qty)
-                    if count <= 0:
-                        continue
-                    skip(count, self)
-                    ev.equity_ts_ms.frombytes(memoryview(ts[i:i + count]).cast("B"))
-                    ev.equity_close.frombytes(memoryview(close[i:i + count]).cast("B"))
-                    i += count
-                    self.bar_index += count
-                    self.bar = _make_bar([c[i - 1] for c in columns])
-                    self._last_ts = self.bar.ts_ms
+                    count = self._pass_quiet_bars(ts[i:], close[i:])
+                    if count:
+                        i += count
+                        last = i - 1
+                        self.bar = _make_bar((t_[last], o_[last], h_[last], l_[last], c_[last], v_[last]))
                 ev.signals.compact_if_due()
         finally:
             gc.set_threshold(*old_threshold)
         self.end()
         return self.events
+
+    def _pass_quiet_bars(self, ts: np.ndarray, close: np.ndarray) -> int:
+        """Pass the bars from ``ts[0]`` on that the strategy promises are quiet (at most these); how many."""
+        pf = self.portfolio
+        count = self.strategy.quiet_bars(pf.position_qty, len(ts))
+        if count > 0:
+            count = self._before_floor(close[:count], pf.cash_quote, pf.position_qty)
+        if count <= 0:
+            return 0
+        self.strategy.skip_bars(count, self)
+        ev = self.events
+        ev.equity_ts_ms.frombytes(memoryview(ts[:count]).cast("B"))
+        ev.equity_close.frombytes(memoryview(close[:count]).cast("B"))
+        self.bar_index += count
+        self._last_ts = int(ts[count - 1])
+        return count
 
     @staticmethod
     def _before_floor(closes: np.ndarray, cash: float, qty: float) -> int:
