@@ -172,3 +172,24 @@ def test_signal_log_extends_in_order() -> None:
     assert math.copysign(1.0, log[1].signal) == -1.0
     with pytest.raises(ValueError, match="2 times but 1 signals"):
         log.extend(np.array([5, 6]), np.array([1.0]))
+
+
+class _BulkRecorder(ZScoreReversion):
+    """Records two extra points in bulk at bar 5: both engines' contexts take them the same way."""
+
+    def on_bar(self, bar, ctx):  # type: ignore[no-untyped-def]
+        super().on_bar(bar, ctx)
+        if bar.ts_ms == self.at:
+            ctx.record_signals(np.array([1, 2], dtype=np.int64), np.array([0.25, -0.0]), 1.5)
+
+
+def test_both_engines_record_bulk_signals_alike() -> None:
+    from engine.backtrader_adapter import run_in_backtrader
+
+    series = synthetic_bars(300, seed=4)
+    native, adapted = _BulkRecorder(ZScoreConfig(window=20)), _BulkRecorder(ZScoreConfig(window=20))
+    native.at = adapted.at = int(series.ts_ms[5])
+    ours = Engine(native).run(series.iter_bars())
+    theirs = run_in_backtrader(adapted, series, BrokerConfig()).events
+    assert list(ours.signals)[:2] == [SignalPoint(1, 0.25, 1.5, None, None), SignalPoint(2, -0.0, 1.5, None, None)]
+    assert list(ours.signals) == list(theirs.signals) and len(ours.signals) > 200
