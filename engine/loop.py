@@ -127,7 +127,7 @@ class Engine(StrategyContext):
                     i += 1
                     if broker.pending or not self.trading or self.equity_floor_ts is not None or i == n:
                         continue
-                    count = self._pass_quiet_bars(ts[i:], close[i:])
+                    count = self._pass_quiet_bars(ts, close, i)
                     if count:
                         i += count
                         last = i - 1
@@ -138,20 +138,24 @@ class Engine(StrategyContext):
         self.end()
         return self.events
 
-    def _pass_quiet_bars(self, ts: np.ndarray, close: np.ndarray) -> int:
-        """Pass the bars from ``ts[0]`` on that the strategy promises are quiet (at most these); how many."""
+    def _pass_quiet_bars(self, ts: np.ndarray, close: np.ndarray, start: int) -> int:
+        """Pass the bars from ``ts[start]`` on that the strategy promises are quiet (up to the end of
+        these arrays); how many."""
         pf = self.portfolio
-        count = self.strategy.quiet_bars(pf.position_qty, len(ts))
-        if count > 0:
-            count = self._before_floor(close[:count], pf.cash_quote, pf.position_qty)
+        count = self.strategy.quiet_bars(pf.position_qty, len(ts) - start)
         if count <= 0:
             return 0
+        stop = start + count
+        count = self._before_floor(close[start:stop], pf.cash_quote, pf.position_qty)
+        if count <= 0:
+            return 0
+        stop = start + count
         self.strategy.skip_bars(count, self)
         ev = self.events
-        ev.equity_ts_ms.frombytes(memoryview(ts[:count]).cast("B"))
-        ev.equity_close.frombytes(memoryview(close[:count]).cast("B"))
+        ev.equity_ts_ms.frombytes(memoryview(ts[start:stop]).cast("B"))
+        ev.equity_close.frombytes(memoryview(close[start:stop]).cast("B"))
         self.bar_index += count
-        self._last_ts = int(ts[count - 1])
+        self._last_ts = int(ts[stop - 1])
         return count
 
     @staticmethod

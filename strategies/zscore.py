@@ -104,14 +104,16 @@ def rolling_zscores(values: Sequence[float] | np.ndarray, window: int) -> np.nda
             out[k] = z
     if total == head:
         return out
-    starts = range(head, total, n)
-    blocks = len(starts)
+    blocks = len(range(head, total, n))  # blocks of n values, each starting at an exact recomputation
     squares = v * v
     pad = np.zeros(blocks * n - (total - head))
 
     def running_sums(x: np.ndarray) -> np.ndarray:
         steps = np.empty((blocks, 2 * n - 1))
-        steps[:, 0] = [math.fsum(x[e - n + 1:e + 1].tolist()) for e in starts]
+        # the windows ending at each block's start are back to back; a memoryview slice iterates as
+        # plain floats without building a list of every value
+        values, first = memoryview(x), head - n + 1
+        steps[:, 0] = [math.fsum(values[first + k * n:first + (k + 1) * n]) for k in range(blocks)]
         x = np.concatenate([x, pad])
         steps[:, 1::2] = x[head:head + blocks * n].reshape(blocks, n)[:, 1:]
         steps[:, 2::2] = x[head - n:head - n + blocks * n].reshape(blocks, n)[:, 1:]
@@ -129,14 +131,10 @@ def rolling_zscores(values: Sequence[float] | np.ndarray, window: int) -> np.nda
 
 def log_returns(close: np.ndarray) -> np.ndarray:
     """ln(C_t / C_{t-1}) with ``math.log``, as the stream computes it (numpy's log differs in the
-    last bit for about 0.3 % of values, which would move a z-score by as much). In chunks, so no
-    list of a million floats is held at once."""
+    last bit for about 0.3 % of values, which would move a z-score by as much)."""
     ratios = np.asarray(close[1:], dtype=np.float64) / np.asarray(close[:-1], dtype=np.float64)
-    out = np.empty(len(ratios))
-    for start in range(0, len(ratios), _CHUNK):
-        part = ratios[start:start + _CHUNK].tolist()
-        out[start:start + len(part)] = np.fromiter(map(math.log, part), dtype=np.float64, count=len(part))
-    return out
+    # a memoryview iterates as plain floats: no list of every ratio is built
+    return np.fromiter(map(math.log, memoryview(ratios)), dtype=np.float64, count=len(ratios))
 
 
 def next_true(mask: np.ndarray) -> np.ndarray:
@@ -145,9 +143,6 @@ def next_true(mask: np.ndarray) -> np.ndarray:
     n = len(mask)
     at = np.where(mask, np.arange(n, dtype=np.int64), n)
     return np.minimum.accumulate(at[::-1])[::-1]
-
-
-_CHUNK = 65_536
 
 
 class _Prepared:
