@@ -3,8 +3,10 @@
     python -m bench.engine_throughput [--bars 1000000] [--bt-bars 200000] [--seed 0]
 
 All on the same synthetic hourly bars (SYNTHETIC data), in one process:
-(a) ours: ``Engine(ZScoreReversion()).run(series.iter_bars())`` — what a user gets,
-    Bar objects, signals and the per-bar equity curve included;
+(a) ours: ``Engine(ZScoreReversion()).run(series.iter_bars())`` — the bar-by-bar engine
+    (what paper trading runs), Bar objects, signals and the per-bar equity curve included;
+    and the backtest fast path (``prepare_backtest`` + ``Engine.run_series``: what
+    ``run_backtest.py`` runs), whose events must be the same;
 (b) backtrader 1.9.78.123 through ``engine.backtrader_adapter`` (~15k bars/s, so by
     default on the first ``--bt-bars`` bars only; throughput is compared in bars/s
     and parity is checked on that prefix);
@@ -79,6 +81,14 @@ def run_ours(series: BarSeries, config: BrokerConfig) -> tuple[EngineEvents, Tim
     return events, timer
 
 
+def run_fast(series: BarSeries, config: BrokerConfig) -> tuple[EngineEvents, Timer]:
+    with Timer() as timer:
+        strategy = ZScoreReversion()
+        strategy.prepare_backtest(series)
+        events = Engine(strategy, config).run_series(series)
+    return events, timer
+
+
 def run_loop(series: BarSeries, config: BrokerConfig) -> tuple[LoopResult, Timer]:
     with Timer() as timer:
         result = zscore_loop(series.ts_ms.tolist(), series.open.tolist(), series.close.tolist(),
@@ -132,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gc.enable()
     gc.collect()
+    fast, t_fast = run_fast(series, config)
+    fast_entries, fast_equity = _entries(fast), fast.equity_quote[-1]
+    del fast
+    gc.collect()
     loop, t_loop = run_loop(series, config)
     gc.collect()
     with Timer() as t_bt:
@@ -147,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("ours: Engine.run(iter_bars())", args.bars, t_ours, ours_entries, ours_equity),
         ("ours, cyclic GC off (info)", args.bars, t_ours_nogc, None, None),
+        ("ours: backtest fast path", args.bars, t_fast, fast_entries, fast_equity),
         ("backtrader via adapter", bt_bars, t_bt, bt_entries, bt_equity),
         ("bare Python loop", args.bars, t_loop, loop.entries, loop.final_equity_quote),
     ]
@@ -163,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if vs_bt >= TARGET_VS_BACKTRADER else 'MISSED'}); "
               f"ours / bare loop = {speed_ours / (args.bars / getattr(t_loop, attr)):.2f}x; "
               f"GC off: ours / backtrader = "
-              f"{args.bars / getattr(t_ours_nogc, attr) / (bt_bars / getattr(t_bt, attr)):.1f}x")
+              f"{args.bars / getattr(t_ours_nogc, attr) / (bt_bars / getattr(t_bt, attr)):.1f}x; "
+              f"fast path / backtrader = {args.bars / getattr(t_fast, attr) / (bt_bars / getattr(t_bt, attr)):.1f}x")
 
     print("\nparity (same entries: time, side, qty and price to 1e-9; final equity to 1e-9):")
     ok = _check(f"ours vs bare loop, {args.bars:,} bars", ours_entries, ours_equity,
                 loop.entries, loop.final_equity_quote)
     if not ok:
         print(f"    {_first_difference(ours_entries, loop.entries, series)}")
+    ok &= _check(f"fast path vs bar by bar, {args.bars:,} bars", fast_entries, fast_equity, ours_entries,
+                 ours_equity)
     ok &= _check(f"ours vs backtrader, {bt_bars:,} bars", _entries(ours_prefix), ours_prefix.equity_quote[-1],
                  bt_entries, bt_equity)
     ok &= _check(f"bare loop vs backtrader, {bt_bars:,} bars", loop_prefix.entries,
