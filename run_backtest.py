@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_masking()
     err = Console(stderr=True)
+    db = None
     try:
         request = make_request(args)
         if args.list_params:
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         return print_error(f"{type(exc).__name__}: {exc}", status=1)
+    finally:
+        if db is not None:
+            db.dispose()  # close the pool now: an in-process caller (a test, a notebook) keeps no connection
     payload = result_payload(run_id, args, outcome)
     if args.json:
         print(dumps_strict(payload))

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return print_error(exc)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     install_log_masking()
-    backend = None
+    backend = db = None
     try:
         db = init_db(args.db)
         driver = SweepDriver(request, db)  # checks names, values and files before any worker starts
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if backend is not None:
             backend.close()
+        if db is not None:
+            db.dispose()  # close the pool now: an in-process caller keeps no connection
     if args.json:
         print(dumps_strict(summary))
     else:

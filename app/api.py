@@ -73,7 +73,11 @@ def backtest(data: str | Path | pd.DataFrame | BarSeries, strategy: str = "zscor
                               trade_from_ms=trade_from)
     if db is None:
         return _result(execute(request, series), None)
-    run_id, outcome = run_and_store(init_db(db), request, series, name=name)
+    engine = init_db(db)
+    try:
+        run_id, outcome = run_and_store(engine, request, series, name=name)
+    finally:
+        engine.dispose()  # a notebook keeps no connection (nor a SQLite file's WAL) open after the call
     return _result(outcome, run_id)
 
 
@@ -153,6 +157,7 @@ def sweep(data: Sequence[str | Path], strategy: str = "zscore", *, grid: Mapping
             summary = driver.run()
     finally:
         backend.close()
+        engine.dispose()
     rows = [{"run_id": r["run_id"], **r["params"], "data": r["data"], "seed": r["seed"], "status": r["status"],
              **r["metrics"]} for r in summary["runs"]]
     return SweepResult(pd.DataFrame(rows), summary["best"], summary["deflated_sharpe"], summary["pbo"], summary)

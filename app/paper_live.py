@@ -87,6 +87,8 @@ def run_paper(settings: PaperSettings, strategy: Strategy, stop: threading.Event
                 release_lease(db, plan.run_id, me.token)
             except Exception:  # a dead DB: the lease goes stale by itself
                 pass
+        if db is not None:
+            db.dispose()  # no connection outlives the run (an in-process caller, a test)
 
 
 def _open_session(settings: PaperSettings, db: Any, plan: RunPlan, strategy: Any, me: LeaseOwner) -> PaperSession:

@@ -39,6 +39,9 @@ def test_readme_example_runs_and_matches_run_backtest(candles: Path, tmp_path: P
                               "--param", "entry_z=1.5", "--db", "cli.db", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["metrics"] == bt.metrics
+    # Neither the API nor an in-process CLI call leaves a connection open: SQLite folded each WAL back
+    # into its file on the last close, so the files are complete and quiet once the calls return.
+    assert not (tmp_path / "sweeps.db-wal").exists() and not (tmp_path / "cli.db-wal").exists()
     stored = open_run("cli.db", payload["run_id"][:10])
     assert stored.equity.equals(bt.equity) and stored.metrics == bt.metrics
     pd.testing.assert_frame_equal(stored.trades.reset_index(drop=True), bt.trades.reset_index(drop=True))

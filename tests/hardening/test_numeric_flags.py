@@ -170,6 +170,7 @@ def inspect_db(tmp_path_factory: pytest.TempPathFactory, candles: Path) -> Path:
                               "--json"]) == 0
     assert run_sweep.main(["--data", str(candles), "--strategy", "zscore", "--grid", "window=20", "--workers", "1",
                            "--db", str(db), "--name", "r", "--json"]) == 0
+    assert not db.with_name(db.name + "-wal").exists()  # no connection left open: the file will not change
     return db
 
 
