@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # only to_frame needs pandas: not imported for a plain run (~
     import pandas as pd
 
 # tuple.__new__ straight from zip's tuples: a C call, ~25 % cheaper per bar than Bar(*fields).
-make_bar = _make_bar = functools.partial(tuple.__new__, Bar)  # a Bar from a tuple of its fields (a C call)
+make_bar = functools.partial(tuple.__new__, Bar)  # a Bar from a tuple of its fields (a C call)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class BarSeries:
             end = start + chunk
             cols = (self.ts_ms[start:end].tolist(), self.open[start:end].tolist(), self.high[start:end].tolist(),
                     self.low[start:end].tolist(), self.close[start:end].tolist(), self.volume[start:end].tolist())
-            yield from map(_make_bar, zip(*cols))
+            yield from map(make_bar, zip(*cols))
 
     def between(self, start_ms: int | None = None, end_ms: int | None = None) -> "BarSeries":
         """Bars with start_ms <= ts_ms < end_ms."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import Any, Iterator, Sequence
 
@@ -77,7 +77,7 @@ class RowBatch:
 
     def with_shared(self, name: str, value: Any) -> RowBatch:
         """The same rows with one more column that every row shares (e.g. the run's key), first."""
-        return RowBatch([name, *self.columns], self.varying, {name: value, **self.shared}, self.n)
+        return replace(self, columns=[name, *self.columns], shared={name: value, **self.shared})
 
     def varying_rows(self) -> Iterator[tuple]:
         """Tuples of the varying columns only, in column order (what SQLite binds)."""
@@ -163,11 +163,9 @@ def write_packed(conn: Connection, tables: Any, packed: PackedRows, shared: dict
         for name, columns, own_shared, n in packed.tables:
             if not n:
                 continue
-            every = {**own_shared, **shared}
-            targets = [*shared, *[c for c in columns if c not in shared]]
-            picks = ", ".join(_sql_literal(every[c]) if c in every else c for c in targets)
+            targets, every = [*shared, *columns], {**shared, **own_shared}  # as RowBatch.with_shared lays them out
             statement = (f"INSERT INTO main.{name} ({', '.join(targets)}) "
-                         f"SELECT {picks} FROM {_PACKED_SCHEMA}.{name} ORDER BY rowid")
+                         f"SELECT {_sql_values(targets, every)} FROM {_PACKED_SCHEMA}.{name} ORDER BY rowid")
             cursor.execute(statement)
 
 
@@ -193,7 +191,7 @@ def _executemany(conn: Connection, table_name: str, batch: RowBatch) -> None:
     so no list of every row's tuple is built."""
     import sqlite3
 
-    values = ", ".join(_sql_literal(batch.shared[c]) if c in batch.shared else "?" for c in batch.columns)
+    values = _sql_values(batch.columns, batch.shared, bound="?")
     statement = f"INSERT INTO {table_name} ({', '.join(batch.columns)}) VALUES ({values})"
     with _driver_cursor(conn, statement, sqlite3) as cursor:
         cursor.executemany(statement, batch.varying_rows())
@@ -278,6 +276,12 @@ def _int_column(values: Sequence[Any]) -> Any:
 
 def _python(column: Any) -> list[Any]:
     return column.tolist() if isinstance(column, np.ndarray) else column
+
+
+def _sql_values(columns: Sequence[str], shared: dict[str, Any], bound: str | None = None) -> str:
+    """The value list of an INSERT: a shared value as its literal, any other column as ``bound``
+    (a parameter mark) or, without one, as itself (selected from a table of the same columns)."""
+    return ", ".join(_sql_literal(shared[c]) if c in shared else (bound or c) for c in columns)
 
 
 def _sql_literal(value: Any) -> str:

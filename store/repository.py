@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import uuid
 from array import array
-from itertools import repeat
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from typing import Any, Sequence
 
 import numpy as np
@@ -448,10 +448,9 @@ def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
 
 def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> RowBatch:
     """Rows of the live signal tail (paper runs; a backtest stores its signals as chunks)."""
-    columns = {"run_id": [run_id] * len(signals), "ts": [s.ts_ms for s in signals],
-               "signal": [s.signal for s in signals], "threshold": [s.threshold for s in signals],
-               "unusualness": [s.unusualness for s in signals],
-               "model_version": [s.model_version for s in signals]}
+    f = dict(zip(SignalPoint._fields, _fields(signals, len(SignalPoint._fields))))
+    columns = {"run_id": [run_id] * len(signals), "ts": f["ts_ms"], "signal": f["signal"],
+               "threshold": f["threshold"], "unusualness": f["unusualness"], "model_version": f["model_version"]}
     return RowBatch.from_columns(columns, floats=("signal", "threshold", "unusualness"))
 
 

@@ -170,9 +170,7 @@ class _Prepared:
 
 
 def _typed(code: str, values: np.ndarray) -> array:
-    typed = array(code)
-    typed.frombytes(np.ascontiguousarray(values, dtype=np.int64 if code == "q" else np.float64).tobytes())
-    return typed
+    return array(code, np.ascontiguousarray(values, dtype=np.int64 if code == "q" else np.float64).tobytes())
 
 
 class ZScoreReversion(Strategy):
