@@ -20,6 +20,7 @@ import numpy as np
 from domain.types import SignalPoint
 
 COMPACT_EVERY = 65_536
+_BULK_POINTS = 4_096  # from this many points on, SignalLog.extend writes the typed arrays directly
 
 
 class Column(array):
@@ -74,17 +75,44 @@ class SignalLog(Sequence[SignalPoint]):
                threshold: float | None = None, unusualness: float | None = None,
                model_version: int | None = None) -> None:
         """Append points in bulk: ``ts_ms`` and ``signal`` per point (numpy or typed arrays, lists),
-        the other fields shared by all.
-        They join the recent points (compacted with them), so one call costs a few list extends."""
+        the other fields shared by all. Times must increase past the last point recorded.
+
+        A few points join the recent ones (a few list extends); many go straight into the typed
+        arrays, without a Python object per point."""
         n = len(ts_ms)
         if len(signal) != n:
             raise ValueError(f"{n} times but {len(signal)} signals")
+        if not n:
+            return
+        last = self._last_ts()
+        if last is not None and ts_ms[0] <= last:
+            raise ValueError(f"signal times must increase: {ts_ms[0]} after {last}")
+        if n >= _BULK_POINTS:
+            self._extend_typed(n, ts_ms, signal, threshold, unusualness, model_version)
+            return
         ts, values, thresholds, unusual, versions = self._recent
         ts.extend(plain_numbers(ts_ms))
         values.extend(plain_numbers(signal))
         thresholds.extend(repeat(threshold, n))
         unusual.extend(repeat(unusualness, n))
         versions.extend(repeat(model_version, n))
+
+    def _last_ts(self) -> int | None:
+        recent = self._recent[0]
+        return recent[-1] if recent else (self._ts[-1] if self._ts else None)
+
+    def _extend_typed(self, n: int, ts_ms: Any, signal: Any, threshold: float | None, unusualness: float | None,
+                      model_version: int | None) -> None:
+        self._compact()  # the recent points go first
+        self._ts.frombytes(np.ascontiguousarray(ts_ms, dtype=np.int64).tobytes())
+        self._signal.frombytes(np.ascontiguousarray(signal, dtype=np.float64).tobytes())
+        mask = 0
+        for bit, value, target, zero in ((1, threshold, self._threshold, 0.0), (2, unusualness, self._unusual, 0.0),
+                                         (4, model_version, self._version, 0)):
+            if value is None:
+                mask |= bit
+            target.extend(array(target.typecode, [zero if value is None else value]) * n)
+        self._missing.extend(bytes([mask]) * n)
 
     def compact_if_due(self) -> None:
         """Move the recent points into the typed arrays once there are COMPACT_EVERY of them."""

@@ -7,6 +7,7 @@ API, its checks, bracket links, expiry bookkeeping and the equity floor live her
 from __future__ import annotations
 
 import functools
+from bisect import bisect_left
 import math
 from typing import Any, Callable, Sequence
 
@@ -138,11 +139,20 @@ class StrategyContext:
 
     def record_signals(self, ts_ms: Sequence[int], signal: Sequence[float], threshold: float | None = None,
                        unusualness: float | None = None, model_version: int | None = None) -> None:
-        """Signals of several passed bars at once (a strategy's ``skip_bars``): ``ts_ms`` and
-        ``signal`` per bar, the other fields shared by all of them."""
-        if self.trading:
-            for ts, value in zip(_plain(ts_ms), _plain(signal)):
-                self._add_signal(_new_signal((ts, value, threshold, unusualness, model_version)))
+        """Signals of bars already seen, at once (a prepared strategy's record of passed bars):
+        ``ts_ms`` and ``signal`` per bar, increasing times, the other fields shared by all of them.
+        As with :meth:`record_signal`, bars before trading starts are not recorded."""
+        ts_ms, signal = self._traded_part(ts_ms, signal)
+        for ts, value in zip(_plain(ts_ms), _plain(signal)):
+            self._add_signal(_new_signal((ts, value, threshold, unusualness, model_version)))
+
+    def _traded_part(self, ts_ms: Sequence[int], signal: Sequence[float]) -> tuple[Sequence[int], Sequence[float]]:
+        """The points at or after ``trade_from_ms`` (warm-up bars record nothing)."""
+        start = self.trade_from_ms
+        if start is None or not len(ts_ms) or ts_ms[0] >= start:
+            return ts_ms, signal
+        first = bisect_left(ts_ms, start)
+        return ts_ms[first:], signal[first:]
 
     # ---- internals -------------------------------------------------------------------------------
     def _priced_order(self, type_: OrderType, side: Side, price: float, reason: str, qty: float | None,

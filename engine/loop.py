@@ -213,8 +213,8 @@ class Engine(StrategyContext):
 
     def record_signals(self, ts_ms: Sequence[int], signal: Sequence[float], threshold: float | None = None,
                        unusualness: float | None = None, model_version: int | None = None) -> None:
-        if self.trading:
-            self.events.signals.extend(ts_ms, signal, threshold, unusualness, model_version)
+        ts_ms, signal = self._traded_part(ts_ms, signal)
+        self.events.signals.extend(ts_ms, signal, threshold, unusualness, model_version)
 
     def record_signal(self, signal: float, threshold: float | None = None, unusualness: float | None = None,
                       model_version: int | None = None) -> None:

@@ -74,8 +74,9 @@ class Strategy:
         return 0
 
     def skip_bars(self, count: int, ctx: Context) -> None:
-        """Pass ``count`` bars that :meth:`quiet_bars` promised, recording what on_bar would have
-        recorded for them (``ctx.record_signals``)."""
+        """Pass ``count`` bars that :meth:`quiet_bars` promised. What on_bar would have recorded for
+        them is the strategy's to record with ``ctx.record_signals``: now, or with the run's other
+        signals in on_stop (as the z-score strategy does: one call for the whole run)."""
         raise NotImplementedError(f"{type(self).__name__} promised quiet bars but cannot skip them")
 
     def on_start(self, ctx: Context) -> None:

@@ -199,6 +199,10 @@ class ZScoreReversion(Strategy):
         self._index = 0
 
     def on_stop(self, ctx: Context) -> None:
+        prepared = self._prepared
+        if prepared is not None and self._index > prepared.first:  # the prepared run's signals, in one call
+            seen = slice(prepared.first, self._index)
+            ctx.record_signals(prepared.ts[seen], prepared.z[seen], self._entry_z)
         self._prepared = None  # one run's precomputation (~40 MB on 1M bars): not kept past its run
 
     def on_bar(self, bar: Bar, ctx: Context) -> None:
@@ -210,17 +214,19 @@ class ZScoreReversion(Strategy):
             if prev is None:
                 return
             z = self._z.update(math.log(close / prev))
-        else:
+            if z is None:
+                return
+            ctx.record_signal(z, self._entry_z)
+        else:  # prepared: every bar's signal is recorded at once when the run stops (on_stop)
             i = self._index
             if i >= len(prepared.ts) or prepared.ts[i] != bar.ts_ms:
                 raise RuntimeError(f"bar {bar.ts_ms} is not the prepared series' bar {i}: prepare_backtest() "
                                    "must be given the bars the run replays")
             self._index = i + 1
-            z = None if i < prepared.first else prepared.z[i]
-        if z is None:
-            return
+            if i < prepared.first:
+                return
+            z = prepared.z[i]
         entry_z, exit_z = self._entry_z, self._exit_z
-        ctx.record_signal(z, entry_z)
         pos = ctx.position_qty
         if pos == 0.0:
             if z < -entry_z:
@@ -250,5 +256,4 @@ class ZScoreReversion(Strategy):
         prepared = self._prepared
         assert prepared is not None
         i = self._index
-        self._index = i + count
-        ctx.record_signals(prepared.ts[i:i + count], prepared.z[i:i + count], self._entry_z)
+        self._index = i + count  # their signals are recorded with the others' in on_stop

@@ -174,6 +174,46 @@ def test_signal_log_extends_in_order() -> None:
         log.extend(np.array([5, 6]), np.array([1.0]))
 
 
+def test_signal_log_takes_many_points_straight_into_its_arrays() -> None:
+    """The bulk path (thousands of points) keeps every value exact, the recent points first."""
+    log = SignalLog()
+    log.append(SignalPoint(1, 0.5, None, 0.25, 3))
+    ts = np.arange(2, 10_002, dtype=np.int64)
+    values = np.random.default_rng(7).standard_normal(len(ts))
+    values[5] = -0.0
+    log.extend(ts, values, 1.5, None, 4)
+    log.append(SignalPoint(20_000, 2.0, None, None, None))
+    points = list(log)
+    assert points[0] == SignalPoint(1, 0.5, None, 0.25, 3)
+    assert points[1:-1] == [SignalPoint(int(t), float(v), 1.5, None, 4) for t, v in zip(ts, values)]
+    assert math.copysign(1.0, points[6].signal) == -1.0
+    assert points[-1] == SignalPoint(20_000, 2.0, None, None, None)
+    columns = log.columns()
+    assert bits(columns["signal"][0][1:-1]) == bits(values)
+    assert columns["unusualness"][1] is not None and columns["unusualness"][1].tolist() == [False] + [True] * 10_001
+    with pytest.raises(ValueError, match="must increase"):
+        SignalLog([SignalPoint(5, 0.0, None, None, None)]).extend(np.arange(5, 5_005), np.zeros(5_000))
+
+
+def test_bulk_signals_skip_warm_up_bars_in_both_contexts() -> None:
+    """A strategy that records its signals in bulk when it stops: bars before trade_from are dropped,
+    as record_signal drops them bar by bar."""
+    from engine.backtrader_adapter import run_in_backtrader
+
+    class AtStop(ZScoreReversion):
+        def on_stop(self, ctx):  # type: ignore[no-untyped-def]
+            ctx.record_signals(series.ts_ms[:100], np.arange(100, dtype=np.float64), 2.0)
+
+    series = synthetic_bars(300, seed=5)
+    trade_from = int(series.ts_ms[60])
+    ours = Engine(AtStop(ZScoreConfig(window=500)), trade_from_ms=trade_from)
+    ours.run(series.iter_bars())
+    theirs = run_in_backtrader(AtStop(ZScoreConfig(window=500)), series, BrokerConfig(), trade_from_ms=trade_from)
+    expected = [SignalPoint(int(series.ts_ms[i]), float(i), 2.0, None, None) for i in range(60, 100)]
+    assert list(ours.events.signals) == expected
+    assert list(theirs.events.signals) == expected
+
+
 class _BulkRecorder(ZScoreReversion):
     """Records two extra points in bulk at bar 5: both engines' contexts take them the same way."""
 
