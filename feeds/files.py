@@ -222,17 +222,17 @@ def _load_clean_csv(path: Path, timeframe_ms: int | None) -> BarSeries | None:
     read, convert = _csv_options(header, types)
     wanted = [ts_col, *VALUE_COLUMNS]
     parts: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
-    try:  # streamed in small blocks: peak memory ~ the columns, not the file
-        with pacsv.open_csv(path, read_options=read, convert_options=convert,
-                            memory_pool=pa.system_memory_pool()) as reader:
-            for batch in reader:
-                for c in wanted:
-                    column = batch.column(c)
-                    if column.null_count:
-                        return None
-                    parts[c].append(_values(column, types[c]))
+    try:  # parsed on all cores; the table is dropped once its columns are copied out
+        table = pacsv.read_csv(path, read_options=read, convert_options=convert,
+                               memory_pool=pa.system_memory_pool())
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, OSError, EOFError):
         return None
+    for c in wanted:
+        for column in table.column(c).chunks:
+            if column.null_count:
+                return None
+            parts[c].append(_values(column, types[c]))
+    del table
     if not parts[ts_col] or sum(len(p) for p in parts[ts_col]) == 0:
         return None
     raw_ts = np.concatenate(parts.pop(ts_col)).astype(np.int64, copy=False)
