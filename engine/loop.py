@@ -21,6 +21,7 @@ typed :class:`domain.events.StepResult` to commit).
 from __future__ import annotations
 
 import gc
+from array import array
 from itertools import islice
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
@@ -110,17 +111,17 @@ class Engine(StrategyContext):
         with _rare_collections():
             for start in range(0, len(series), COMPACT_EVERY):
                 chunk = series.take(slice(start, start + COMPACT_EVERY))
-                ts = np.ascontiguousarray(chunk.ts_ms, dtype=np.int64)
-                close = np.ascontiguousarray(chunk.close, dtype=np.float64)
-                t_, o_, h_, l_, c_, v_ = (c.tolist() for c in (ts, chunk.open, chunk.high, chunk.low, close,
-                                                              chunk.volume))
-                n, i = len(ts), 0
+                # Typed arrays: a copy of the bytes, and indexing one gives a plain int or float.
+                t_, o_, h_, l_, c_, v_ = (_typed(c, code) for c, code in (
+                    (chunk.ts_ms, "q"), (chunk.open, "d"), (chunk.high, "d"), (chunk.low, "d"), (chunk.close, "d"),
+                    (chunk.volume, "d")))
+                n, i = len(t_), 0
                 while i < n:
                     advance(make_bar((t_[i], o_[i], h_[i], l_[i], c_[i], v_[i])))
                     i += 1
                     if broker.pending or not self.trading or self.equity_floor_ts is not None or i == n:
                         continue
-                    count = self._pass_quiet_bars(ts, close, i)
+                    count = self._pass_quiet_bars(t_, c_, i)
                     if count:
                         i += count
                         last = i - 1
@@ -129,32 +130,23 @@ class Engine(StrategyContext):
         self.end()
         return self.events
 
-    def _pass_quiet_bars(self, ts: np.ndarray, close: np.ndarray, start: int) -> int:
+    def _pass_quiet_bars(self, ts: array, close: array, start: int) -> int:
         """Pass the bars from ``ts[start]`` on that the strategy promises are quiet (up to the end of
         these arrays); how many."""
         pf = self.portfolio
         count = self.strategy.quiet_bars(pf.position_qty, len(ts) - start)
         if count > 0:
-            count = self._before_floor(close[start:start + count], pf.cash_quote, pf.position_qty)
+            count = _before_floor(close[start:start + count], pf.cash_quote, pf.position_qty)
         if count <= 0:
             return 0
         stop = start + count
         self.strategy.skip_bars(count, self)
         ev = self.events
-        ev.equity_ts_ms.frombytes(memoryview(ts[start:stop]).cast("B"))
-        ev.equity_close.frombytes(memoryview(close[start:stop]).cast("B"))
+        ev.equity_ts_ms.extend(ts[start:stop])
+        ev.equity_close.extend(close[start:stop])
         self.bar_index += count
-        self._last_ts = int(ts[stop - 1])
+        self._last_ts = ts[stop - 1]
         return count
-
-    @staticmethod
-    def _before_floor(closes: np.ndarray, cash: float, qty: float) -> int:
-        """How many of these closes mark equity (cash + qty × close, as the loop rounds it) above zero
-        before the first that does not."""
-        if qty == 0.0 and cash > 0.0 or qty > 0.0 and cash >= 0.0:
-            return len(closes)  # flat with cash, or long without debt: every mark is positive
-        at_floor = cash + qty * closes <= 0.0
-        return int(np.argmax(at_floor)) if at_floor.any() else len(closes)
 
     def end(self) -> None:
         """Stop the strategy and complete the equity columns."""
@@ -268,6 +260,25 @@ def _rare_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old_threshold)
+
+
+def _before_floor(closes: array, cash: float, qty: float) -> int:
+    """How many of these closes mark equity (cash + qty × close, as the loop rounds it) above zero
+    before the first that does not."""
+    if qty == 0.0 and cash > 0.0 or qty > 0.0 and cash >= 0.0:
+        return len(closes)  # flat with cash, or long without debt: every mark is positive
+    # The rounded mark is monotone in the close, so its lowest value is at the highest close of a
+    # short (the lowest of a long): when that one is above zero, all are.
+    worst = max(closes) if qty < 0.0 else min(closes)
+    if cash + qty * worst > 0.0:
+        return len(closes)
+    return next((k for k, close in enumerate(closes) if cash + qty * close <= 0.0), len(closes))
+
+
+def _typed(values: np.ndarray, code: str) -> array:
+    out = array(code)
+    out.frombytes(memoryview(np.ascontiguousarray(values, dtype=np.int64 if code == "q" else np.float64)).cast("B"))
+    return out
 
 
 def _skip_bar(bar: Bar, ctx: object) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+from array import array
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ from domain.errors import DataError
 from domain.series import BarSeries
 from domain.types import SignalPoint
 from engine.broker import BrokerConfig
-from engine.loop import Engine
+from engine.loop import Engine, _before_floor
 from feeds.synthetic import synthetic_bars
 from strategies.zscore import RollingZScore, ZScoreConfig, ZScoreReversion, log_returns, rolling_zscores
 
@@ -233,3 +234,18 @@ def test_both_engines_record_bulk_signals_alike() -> None:
     theirs = run_in_backtrader(adapted, series, BrokerConfig()).events
     assert list(ours.signals)[:2] == [SignalPoint(1, 0.25, 1.5, None, None), SignalPoint(2, -0.0, 1.5, None, None)]
     assert list(ours.signals) == list(theirs.signals) and len(ours.signals) > 200
+
+
+def test_before_floor_finds_the_first_mark_at_or_below_zero() -> None:
+    """The shortcut (only the worst close is marked when it stays above zero) agrees with marking
+    every close, including closes right at the floor's edge."""
+    rng = np.random.default_rng(11)
+    for _ in range(2_000):
+        qty = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.01, 5.0))
+        cash = float(rng.uniform(-50_000.0, 150_000.0))
+        edge = -cash / qty if cash * qty < 0 else 20_000.0  # the close at which the mark reaches zero
+        closes = array("d", (edge * (1.0 + float(d)) for d in rng.choice([-1e-16, 0.0, 1e-16, -0.01, 0.01], 12)))
+        brute = next((k for k, c in enumerate(closes) if cash + qty * c <= 0.0), len(closes))
+        assert _before_floor(closes, cash, qty) == brute
+    assert _before_floor(array("d", [1.0, 2.0]), 0.0, 0.0) == 0
+    assert _before_floor(array("d", [1.0, 2.0]), 5.0, 0.0) == 2
