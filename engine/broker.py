@@ -13,6 +13,7 @@ Fill timing (DESIGN.md), identical in backtest and paper mode:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from domain.types import CANCELLED, FILLED, SUBMITTED, Bar, Fill, Liquidity, Order, OrderType, Side, Trade
@@ -24,6 +25,7 @@ from engine.sizing import plan_fill
 __all__ = ["BrokerConfig", "OrderRejected", "SimulatedBroker"]
 # Enum members read once: attribute access on an Enum class costs ~100 ns, and these run per order.
 _MARKET, _TAKER = OrderType.MARKET, Liquidity.TAKER
+_new_fill = functools.partial(tuple.__new__, Fill)  # a Fill from a tuple of all its fields (a C call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +156,8 @@ class SimulatedBroker:
         if plan is None:
             return None
         side, qty, price = plan
-        return Fill(order.client_id, bar.ts_ms, side, qty, price, self.fee_model.fee(qty, price, liquidity),
-                    order.reason, liquidity)
+        return _new_fill((order.client_id, bar.ts_ms, side, qty, price, self.fee_model.fee(qty, price, liquidity),
+                          order.reason, liquidity))
 
 
 def _trigger_price(order: Order, bar: Bar) -> float | None:

@@ -154,6 +154,16 @@ def test_bad_passive_orders_are_rejected(kwargs: dict, message: str) -> None:
         _run({0: lambda ctx, bar: ctx.limit(Side.BUY, 95, "entry", **kwargs)}, [(100, 101, 99, 100)] * 2)
 
 
+def test_order_info_keeps_its_fields_and_refuses_unknown_ones() -> None:
+    engine = _run({0: lambda ctx, bar: ctx.target_percent(0.5, "entry", signal=-2.5, threshold=-2.0, model_version=3)},
+                  [(100, 101, 99, 100)] * 2)
+    order = engine.events.orders[0]
+    assert (order.target_fraction, order.signal, order.threshold, order.model_version) == (0.5, -2.5, -2.0, 3)
+    assert (order.side, order.qty, order.price, order.parent_id, order.expire_after_bars) == (None,) * 5
+    with pytest.raises(TypeError, match="unknown order field.*: sigal"):
+        _run({0: lambda ctx, bar: ctx.target_percent(1.0, "entry", sigal=1.0)}, [(100, 101, 99, 100)] * 2)
+
+
 def test_long_only_rejects_a_short_passive_entry() -> None:
     with pytest.raises(OrderRejected, match="long_only"):
         _run({0: lambda ctx, bar: ctx.limit(Side.SELL, 105, "entry", target_fraction=-1.0)},
