@@ -412,15 +412,16 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
 _TEXT = {None: None, **{m: m.value for m in (*OrderType, *Side)}}
 
 
-def _fields(records: Sequence[tuple], kind: type) -> dict[str, list]:
-    """NamedTuple records of ``kind`` as one list per field, by name (a C-level pass per field, no
-    per-row Python; ~40 % faster than transposing with ``zip(*records)``)."""
-    return {name: list(map(itemgetter(k), records)) for k, name in enumerate(kind._fields)}
+def _fields(records: Sequence[tuple], kind: type, names: Sequence[str]) -> dict[str, list]:
+    """The named fields of NamedTuple records of ``kind``, one list each (a C-level pass per field,
+    no per-row Python; ~40 % faster than transposing every field with ``zip(*records)``)."""
+    return {name: list(map(itemgetter(kind._fields.index(name)), records)) for name in names}
 
 
 def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
     """orders rows without their run (written with the run's key, see :func:`_write_run_rows`)."""
-    f = _fields(orders, Order)
+    f = _fields(orders, Order, ("client_id", "created_ts_ms", "type", "side", "qty", "target_fraction", "price",
+                                "reason", "signal", "threshold", "model_version"))
     ids = f["client_id"]
     columns = {"client_id": ids, "ts": f["created_ts_ms"], "type": list(map(_TEXT.get, f["type"])),
                "side": list(map(_TEXT.get, f["side"])), "qty": f["qty"], "target_fraction": f["target_fraction"],
@@ -431,14 +432,14 @@ def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
 
 
 def fill_rows(fills: Sequence[Fill]) -> RowBatch:
-    f = _fields(fills, Fill)
+    f = _fields(fills, Fill, ("order_id", "ts_ms", "side", "qty", "price", "fee_quote", "reason"))
     columns = {"order_client_id": f["order_id"], "ts": f["ts_ms"], "side": list(map(_TEXT.get, f["side"])),
                "qty": f["qty"], "price": f["price"], "fee": f["fee_quote"], "reason": f["reason"]}
     return RowBatch.from_columns(columns, floats=("qty", "price", "fee"))
 
 
 def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
-    f = _fields(trades, Trade)
+    f = _fields(trades, Trade, Trade._fields)
     columns = {"seq": list(range(seq_start, seq_start + len(trades))), "side": f["side"], "qty": f["qty"],
                "entry_ts": f["entry_ts_ms"], "exit_ts": f["exit_ts_ms"], "entry_price": f["entry_price"],
                "exit_price": f["exit_price"], "gross_pnl": f["gross_pnl_quote"], "fees": f["fees_quote"],
@@ -450,7 +451,7 @@ def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
 
 def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> RowBatch:
     """Rows of the live signal tail (paper runs; a backtest stores its signals as chunks)."""
-    f = _fields(signals, SignalPoint)
+    f = _fields(signals, SignalPoint, SignalPoint._fields)
     columns = {"run_id": [run_id] * len(signals), "ts": f["ts_ms"], "signal": f["signal"],
                "threshold": f["threshold"], "unusualness": f["unusualness"], "model_version": f["model_version"]}
     return RowBatch.from_columns(columns, floats=("signal", "threshold", "unusualness"))
