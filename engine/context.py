@@ -19,11 +19,6 @@ from engine.portfolio import Portfolio
 
 # SignalPoint from a plain tuple via tuple.__new__ (a C call): one is made per bar.
 _new_signal = functools.partial(tuple.__new__, SignalPoint)
-# An Order the same way, its optional fields (all None by default) read from the keyword arguments.
-_new_order = functools.partial(tuple.__new__, Order)
-_ORDER_OPTIONAL = Order._fields[4:]
-_ORDER_OPTIONS = frozenset(_ORDER_OPTIONAL)
-assert all(Order._field_defaults[name] is None for name in _ORDER_OPTIONAL)
 EQUITY_FLOOR_REASON = "equity_floor"
 _MARKET = OrderType.MARKET  # read once: attribute access on an Enum class costs ~100 ns per order
 
@@ -202,9 +197,7 @@ class StrategyContext:
             self._entry_ts, self._entry_id = bar.ts_ms, client_id
         if type_ is not _MARKET:
             self._placed_bar[client_id] = self.bar_index
-        if not fields.keys() <= _ORDER_OPTIONS:
-            raise TypeError(f"unknown order field(s): {', '.join(sorted(fields.keys() - _ORDER_OPTIONS))}")
-        order = _new_order((client_id, bar.ts_ms, type_, reason, *map(fields.get, _ORDER_OPTIONAL)))
+        order = Order(client_id, bar.ts_ms, type_, reason, **fields)
         self._accept(order)
         return order
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from itertools import repeat
+from itertools import chain, islice, repeat
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 _LITERAL_TEXT = re.compile(r"[A-Za-z0-9_ .:+-]{0,64}")  # text safe to write into SQL as '...'
 _INT64 = (-(2 ** 63), 2 ** 63)
+_ROWS_PER_INSERT = 256  # rows per multi-row INSERT statement (SQLite)
 
 
 @dataclass
@@ -111,7 +112,7 @@ class PackedRows:
                 varying = [c for c in batch.columns if c in batch.varying]
                 db.execute(f"CREATE TABLE {name} ({', '.join(varying) or '_none'})")
                 marks = ", ".join("?" * len(varying)) if varying else "NULL"
-                db.executemany(f"INSERT INTO {name} VALUES ({marks})", batch.varying_rows())
+                insert_rows(db.cursor(), f"INSERT INTO {name} VALUES ", f"({marks})", batch)
             db.commit()
             image = db.serialize()
         finally:
@@ -191,10 +192,40 @@ def _executemany(conn: Connection, table_name: str, batch: RowBatch) -> None:
     so no list of every row's tuple is built."""
     import sqlite3
 
-    values = _sql_values(batch.columns, batch.shared, bound="?")
-    statement = f"INSERT INTO {table_name} ({', '.join(batch.columns)}) VALUES ({values})"
-    with _driver_cursor(conn, statement, sqlite3) as cursor:
-        cursor.executemany(statement, batch.varying_rows())
+    head = f"INSERT INTO {table_name} ({', '.join(batch.columns)}) VALUES "
+    with _driver_cursor(conn, head, sqlite3) as cursor:
+        insert_rows(cursor, head, f"({_sql_values(batch.columns, batch.shared, bound='?')})", batch)
+
+
+def insert_rows(cursor: Any, head: str, one_row: str, batch: RowBatch) -> None:
+    """SQLite: ``head`` (``INSERT INTO t (…) VALUES ``) for every row of ``batch``, ``one_row`` being a
+    row's value list. Many rows go in each statement (``VALUES (…), (…), …``): a row then costs about
+    half the time of one ``executemany`` step each, the same values in the same order."""
+    width = len(batch.varying)
+    per = _rows_per_statement(cursor.connection, width)
+    rows = batch.varying_rows()
+    statements = batch.n // per if per > 1 else 0
+    if statements:
+        cursor.executemany(head + ", ".join([one_row] * per), _flat_groups(rows, per, statements))
+    if batch.n > statements * per:  # the rest (the same iterator, past the grouped rows), one by one
+        cursor.executemany(head + one_row, rows)
+
+
+def _rows_per_statement(connection: Any, width: int) -> int:
+    """Rows per multi-row INSERT: up to 256, within the connection's limit on parameters per statement."""
+    if not width:
+        return 1  # only literals: one row per step
+    import sqlite3
+
+    limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return max(1, min(_ROWS_PER_INSERT, limit // width))
+
+
+def _flat_groups(rows: Iterator[tuple], per: int, count: int) -> Iterator[list]:
+    """``count`` parameter lists, each the values of the next ``per`` rows in order."""
+    flatten = chain.from_iterable
+    for _ in range(count):
+        yield list(flatten(islice(rows, per)))
 
 
 def _copy(conn: Connection, table: Any, batch: RowBatch) -> None:

@@ -126,3 +126,25 @@ def test_packed_runs_one_after_another_on_one_connection(tmp_path: Any) -> None:
         assert [tuple(r) for r in stored] == [(k, *row) for k in (keys[0], keys[2]) for row in fills[k]]
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("limit, n", [(None, 1_000), (None, 256), (None, 257), (20, 999), (6, 5)])
+def test_multi_row_inserts_keep_every_row_in_order(tmp_path, limit: int | None, n: int) -> None:
+    """SQLite takes many rows per INSERT statement (as many as its parameter limit allows) and the rest
+    one by one: every row lands once, in order (ids follow the rows), values exact."""
+    import sqlite3
+
+    from store.bulk import insert_rows
+
+    db = sqlite3.connect(tmp_path / "rows.db")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, name TEXT, x REAL, y REAL, z INTEGER, w REAL)")
+    if limit is not None:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    rows = [(f"o{i}", i * 0.1 + 1e-17, None if i % 7 == 0 else -i / 3, i * 3_600_000 + 2 ** 40, math.pi * i)
+            for i in range(n)]
+    batch = RowBatch.from_columns({"k": [42] * n, **{c: [r[j] for r in rows]
+                                                    for j, c in enumerate(("name", "x", "y", "z", "w"))}})
+    insert_rows(db.cursor(), "INSERT INTO t (k, name, x, y, z, w) VALUES ", "(42, ?, ?, ?, ?, ?)", batch)
+    got = db.execute("SELECT id, k, name, x, y, z, w FROM t ORDER BY id").fetchall()
+    assert [g[0] for g in got] == list(range(1, n + 1))
+    assert [g[2:] for g in got] == rows and {g[1] for g in got} == {42}

@@ -160,7 +160,7 @@ def test_order_info_keeps_its_fields_and_refuses_unknown_ones() -> None:
     order = engine.events.orders[0]
     assert (order.target_fraction, order.signal, order.threshold, order.model_version) == (0.5, -2.5, -2.0, 3)
     assert (order.side, order.qty, order.price, order.parent_id, order.expire_after_bars) == (None,) * 5
-    with pytest.raises(TypeError, match="unknown order field.*: sigal"):
+    with pytest.raises(TypeError, match="sigal"):
         _run({0: lambda ctx, bar: ctx.target_percent(1.0, "entry", sigal=1.0)}, [(100, 101, 99, 100)] * 2)
 
 
