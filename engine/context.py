@@ -7,8 +7,8 @@ API, its checks, bracket links, expiry bookkeeping and the equity floor live her
 from __future__ import annotations
 
 import functools
-from bisect import bisect_left
 import math
+from bisect import bisect_left
 from typing import Any, Callable, Sequence
 
 from domain.columns import plain_numbers as _plain

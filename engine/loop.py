@@ -97,8 +97,8 @@ class Engine(StrategyContext):
         Whenever nothing is pending after a bar, the strategy is asked how many of the next bars
         it would pass without an order (:meth:`strategies.base.Strategy.quiet_bars`, after its
         ``prepare_backtest``). Those bars get no fills (nothing is pending), no decision and an
-        unchanged book, so the loop appends their times and closes as marks, lets the strategy
-        record their signals in one call and moves on. Stopped short of any bar whose mark would
+        unchanged book, so the loop appends their times and closes as marks, tells the strategy
+        (``skip_bars``) and moves on. Stopped short of any bar whose mark would
         reach the equity floor, and of warm-up bars. The events are the ones :meth:`run` gives,
         value for value (tests hold both equal); a strategy without the fast path gets :meth:`run`.
         """

@@ -10,7 +10,8 @@ flat for at least one close, because the decision sees the position only.
 Backtest fast path: :meth:`ZScoreReversion.prepare_backtest` computes every bar's z up
 front (:func:`rolling_zscores`, bit for bit what the stream gives) and the bars at which
 a decision could fire, so the engine can pass the quiet bars between them in bulk
-(:meth:`~ZScoreReversion.quiet_bars`). A paper run streams bar by bar; tests hold both equal.
+(:meth:`~ZScoreReversion.quiet_bars`); the run's signals are recorded in one call when it
+stops. A paper run streams bar by bar; tests hold both equal.
 """
 from __future__ import annotations
 
@@ -253,7 +254,5 @@ class ZScoreReversion(Strategy):
         return min(fire[i] - i, limit) if i < len(fire) else 0
 
     def skip_bars(self, count: int, ctx: Context) -> None:
-        prepared = self._prepared
-        assert prepared is not None
-        i = self._index
-        self._index = i + count  # their signals are recorded with the others' in on_stop
+        assert self._prepared is not None
+        self._index += count  # their signals are recorded with the others' in on_stop
