@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pg-url", help="PostgreSQL server URL whose user may CREATE DATABASE")
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of each size per backend, interleaved; the fastest counts (default 2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each size per backend, interleaved; the fastest counts (default 3)")
     args = parser.parse_args(argv)
     if not 1000 <= args.small < args.bars:
         parser.error("need 1000 <= --small < --bars")

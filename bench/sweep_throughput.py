@@ -1,6 +1,6 @@
 """Sweep throughput: configurations per minute with 1 and 2 local workers, and the scaling efficiency.
 
-    python -m bench.sweep_throughput [--bars 150000] [--configs 16] [--score-configs 4] [--repeat 2]
+    python -m bench.sweep_throughput [--bars 150000] [--configs 32] [--score-configs 4] [--repeat 2]
 
 Two grids on SYNTHETIC hourly bars, each with 1 and 2 worker processes, in one run:
 - a z-score grid (window × entry_z; cheap runs, so storing each run's per-bar rows
@@ -127,7 +127,9 @@ def _secs(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bars", type=int, default=150_000, help="bars of the z-score data (default 150000)")
-    p.add_argument("--configs", type=int, default=16, help="z-score configurations (multiple of 4; default 16)")
+    p.add_argument("--configs", type=int, default=32,
+                   help="z-score configurations (multiple of 4, at most 32; default 32: a sweep long enough that "
+                        "starting the pool is not a large share of it)")
     p.add_argument("--score-bars", type=int, default=4_000, help="bars of the score-strategy data (default 4000)")
     p.add_argument("--score-configs", type=int, default=4, help="score-strategy configurations (default 4)")
     p.add_argument("--repeat", type=int, default=2,
