@@ -15,7 +15,7 @@ from array import array
 from dataclasses import dataclass, field, replace
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -36,6 +36,7 @@ from store.schema import (KEYED_TABLES, BarRow, EquityRow, FillRow, ModelVersion
 from store.provenance import code_version, utc_now_iso
 from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,
                           read_group, stored_length, write_chunks)
+from store.writer import OrderedWriter, can_write_from_thread
 
 
 @dataclass(frozen=True)
@@ -149,26 +150,31 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
                   model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
                   end_ts: int | None = None) -> None:
     """Write all of a finished backtest atomically: SQL rows for orders/fills/trades (executemany),
-    the per-bar series as compressed column chunks (store/series.py)."""
-    prepared = prepare_backtest(run_id, events, order_status, metrics, report, model_versions, start_ts, end_ts)
+    the per-bar series as compressed column chunks (store/series.py).
+
+    Each table is inserted on a writer thread while the next one's rows and the series chunks are
+    built (store/writer.py): the same statements in the same order and transaction as
+    :func:`write_prepared`, overlapped."""
+    results = _backtest_results(events, metrics, report, start_ts, end_ts)
     with engine.begin() as conn:
-        write_prepared(conn, prepared)
+        if not can_write_from_thread(conn):
+            write_prepared(conn, prepare_backtest(run_id, events, order_status, metrics, report, model_versions,
+                                                  start_ts, end_ts))
+            return
+        key = _run_key(conn, run_id)
+        with OrderedWriter() as writer:
+            for name, batch in _backtest_tables(run_id, events, order_status, model_versions):
+                writer.submit(_write_run_rows, conn, name, batch, key)
+            writer.submit(write_chunks, conn, _backtest_chunks(run_id, events))
+            writer.submit(_mark_completed, conn, run_id, results)
 
 
 def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, str], metrics: dict[str, Any],
                      report: dict[str, Any] | None, model_versions: Sequence[ModelVersionRecord] = (),
                      start_ts: int | None = None, end_ts: int | None = None) -> PreparedRun:
     """A finished backtest's rows and series chunks, ready for :func:`write_prepared`."""
-    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
-    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
-    chunks = [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
-    with gc_paused():
-        tables = [("model_versions", _model_version_rows(run_id, model_versions)),
-                  *_activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ())]
-    results = {"status": "completed", "metrics": jsonable(metrics), "report": jsonable(report),
-               "start_ts": start_ts, "end_ts": end_ts, "last_bar_ts": end_ts,
-               "bars_processed": len(events.equity_ts_ms)}
-    return PreparedRun(run_id, [t for t in tables if len(t[1])], chunks, results)
+    return PreparedRun(run_id, list(_backtest_tables(run_id, events, order_status, model_versions)),
+                       _backtest_chunks(run_id, events), _backtest_results(events, metrics, report, start_ts, end_ts))
 
 
 def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
@@ -179,17 +185,41 @@ def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
     if prepared.packed is not None:
         write_packed(conn, RunRow.metadata.tables, prepared.packed, {"run_key": key})
     write_chunks(conn, prepared.chunks)
-    conn.execute(update(RunRow).where(RunRow.id == prepared.run_id).values(
-        **prepared.results, updated_at=utc_now_iso()))
+    _mark_completed(conn, prepared.run_id, prepared.results)
 
 
-def write_backtest(conn: Connection, run_id: str, events: EngineEvents, order_status: dict[str, str],
-                   metrics: dict[str, Any], report: dict[str, Any] | None,
-                   model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
-                   end_ts: int | None = None) -> None:
-    """A finished backtest's rows and series chunks inside the caller's transaction."""
-    write_prepared(conn, prepare_backtest(run_id, events, order_status, metrics, report, model_versions,
-                                          start_ts, end_ts))
+def _backtest_tables(run_id: str, events: EngineEvents, order_status: dict[str, str],
+                     model_versions: Sequence[ModelVersionRecord]) -> Iterator[tuple[str, RowBatch]]:
+    """A backtest's SQL rows, one table at a time in insert order, empty tables left out."""
+    builders: tuple[tuple[str, Callable[[], RowBatch]], ...] = (
+        ("model_versions", lambda: _model_version_rows(run_id, model_versions)),
+        ("orders", lambda: order_rows(events.orders, order_status)),
+        ("fills", lambda: fill_rows(events.fills)),
+        ("trades", lambda: trade_rows(events.trades, 0)))
+    for name, build in builders:
+        with gc_paused():
+            batch = build()
+        if len(batch):
+            yield name, batch
+
+
+def _backtest_chunks(run_id: str, events: EngineEvents) -> list[dict[str, Any]]:
+    """series_chunks rows of a backtest's equity and signal columns."""
+    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
+    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
+    return [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
+
+
+def _backtest_results(events: EngineEvents, metrics: dict[str, Any], report: dict[str, Any] | None,
+                      start_ts: int | None, end_ts: int | None) -> dict[str, Any]:
+    """The run row's final values."""
+    return {"status": "completed", "metrics": jsonable(metrics), "report": jsonable(report),
+            "start_ts": start_ts, "end_ts": end_ts, "last_bar_ts": end_ts,
+            "bars_processed": len(events.equity_ts_ms)}
+
+
+def _mark_completed(conn: Connection, run_id: str, results: dict[str, Any]) -> None:
+    conn.execute(update(RunRow).where(RunRow.id == run_id).values(**results, updated_at=utc_now_iso()))
 
 
 def equity_columns(ev: EngineEvents) -> dict[str, tuple[np.ndarray, None]] | None:
