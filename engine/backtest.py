@@ -7,6 +7,7 @@ next bar's open (see engine/broker.py). Metrics cover the traded period only
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from operator import attrgetter, mul
 from typing import Any
 
 from domain.events import EngineEvents
@@ -18,6 +19,7 @@ from engine.metrics import BuyAndHold, BuyAndHoldInputs, Metrics, bars_per_year,
 from strategies.base import Strategy
 
 ENGINES = ("native", "backtrader")
+_FEE, _QTY, _PRICE = attrgetter("fee_quote"), attrgetter("qty"), attrgetter("price")
 
 
 @dataclass
@@ -68,8 +70,9 @@ def measure(series: BarSeries, events: EngineEvents, order_status: dict[str, str
     zero or below) say whether the run was stopped and closed out by the equity floor.
     """
     bpy = bars_per_year(series.timeframe_ms)
-    fees = sum(f.fee_quote for f in events.fills)
-    turnover = sum(f.qty * f.price for f in events.fills)
+    fills = events.fills  # summed in order, as a loop over them would (C-level passes: ~97k fills on 1M bars)
+    fees = sum(map(_FEE, fills))
+    turnover = sum(map(mul, map(_QTY, fills), map(_PRICE, fills)))
     metrics = compute_metrics(events.equity_quote, events.trades, bpy, config.cash_quote,
                               events.equity_position, fees, turnover)
     metrics = replace(metrics, equity_floor_hit=events.equity_floor_ts is not None,

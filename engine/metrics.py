@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -215,7 +216,7 @@ def _running_peak(equity: np.ndarray, start_quote: float | None = None) -> np.nd
 
 def trade_stats(trades: Sequence[ClosedTrade]) -> dict[str, Any]:
     """Count, win rate, profit factor and averages of closed round trips (net of fees)."""
-    pnl = np.array([t.pnl_quote for t in trades], dtype=float)
+    pnl = np.fromiter(map(attrgetter("pnl_quote"), trades), dtype=float, count=len(trades))
     if len(pnl) == 0:
         return {"trades": 0, "win_rate": None, "profit_factor": None, "avg_trade": None, "avg_trade_pct": None}
     wins = pnl[pnl > 0].sum()
@@ -225,7 +226,8 @@ def trade_stats(trades: Sequence[ClosedTrade]) -> dict[str, Any]:
         "win_rate": float(np.mean(pnl > 0)),
         "profit_factor": float(wins / losses) if losses > 0 else None,
         "avg_trade": float(pnl.mean()),
-        "avg_trade_pct": float(np.mean([t.return_pct for t in trades])),
+        "avg_trade_pct": float(np.mean(np.fromiter(map(attrgetter("return_pct"), trades), dtype=float,
+                                                   count=len(trades)))),
     }
 
 
