@@ -184,6 +184,30 @@ def test_second_init_db_on_the_same_file_keeps_the_data(db_path: Path, backtest)
         ro.dispose()
 
 
+def test_new_files_get_16k_pages_and_a_file_with_4k_pages_keeps_them(tmp_path: Path, backtest) -> None:
+    engine, events = backtest
+    fresh = tmp_path / "fresh.db"
+    init_db(str(fresh)).dispose()
+    older = tmp_path / "older.db"  # an empty file made by an earlier version: 4 KB pages, WAL
+    raw = sqlite3.connect(older)
+    raw.execute("PRAGMA page_size=4096")
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.close()
+    db = init_db(str(older))
+    try:
+        run_id = create_run(db, _spec())
+        save_backtest(db, run_id, events, engine.broker.status, {}, None)
+        assert count_rows(db, run_id)["trades"] == len(events.trades)
+    finally:
+        db.dispose()
+    sizes = {}
+    for path in (fresh, older):
+        raw = sqlite3.connect(path)
+        sizes[path.name] = (raw.execute("PRAGMA page_size").fetchone()[0], raw.execute("PRAGMA journal_mode").fetchone()[0])
+        raw.close()
+    assert sizes == {"fresh.db": (16384, "wal"), "older.db": (4096, "wal")}
+
+
 def test_newer_schema_revision_is_refused_and_left_untouched(sqlite_db, db_path: Path) -> None:
     sqlite_db.dispose()
     raw = sqlite3.connect(db_path)
