@@ -8,8 +8,8 @@ All in one run, on the same SYNTHETIC hourly bars written to CSV:
   imports, schema creation) cancel out;
 - the reference is backtrader's bars/s on the first ``--bt-bars`` bars, measured in this process
   through ``engine.backtrader_adapter`` (its loop alone, no file load or storage: the reference at
-  its fastest, so the ratio is conservative), just before and just after each backend's runs,
-  the faster of the two counting; each size runs ``--repeat`` times, interleaved, the fastest
+  its fastest, so the ratio is conservative), before each attempt and after the last, the
+  fastest counting; each size runs ``--repeat`` times, interleaved with those, the fastest
   counting (a shared host's speed drifts by tens of percent within a minute);
 - the store size of the 1M-bar run (SQLite file after a WAL checkpoint; PostgreSQL tables incl.
   indexes and TOAST), and the wall time of ``inspect_trades.py report RUN -o FILE.html`` on it.
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         run_in_backtrader(ZScoreReversion(), bt_series, BrokerConfig())
         return bt_n / (time.perf_counter() - start)
 
-    print(f"reference: backtrader (adapter, loop only, {bt_n:,} bars in memory), measured just before and just "
-          f"after each backend's runs; the ratio uses the faster of the two\n")
+    print(f"reference: backtrader (adapter, loop only, {bt_n:,} bars in memory), measured before each attempt "
+          f"and after the last, interleaved with ours; the ratio uses its fastest\n")
 
     backends: list[tuple[str, object]] = [("sqlite", None)]
     server = None
@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, srv in backends:
             timings: dict[int, tuple] = {}
             peak_rss = 0.0  # the largest of every run of the big size (not only the fastest)
-            bt_rates = [backtrader_rate()]
-            for attempt in range(args.repeat):  # small, big, small, big: a slow spell of the host hits both
+            bt_rates = []
+            for attempt in range(args.repeat):  # bt, small, big, bt, small, big, ..., bt: a slow spell hits all
+                bt_rates.append(backtrader_rate())
                 for n in (args.small, args.bars):
                     if srv is None:
                         db_path = work / f"{name}_{n}_{attempt}.db"
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{size:>9.1f}")
             bt_rates.append(backtrader_rate())
             bt_rate = max(bt_rates)
-            print(f"backtrader before / after: {bt_rates[0]:,.0f} / {bt_rates[1]:,.0f} bars/s")
+            print(f"backtrader before each attempt and after the last: {' / '.join(f'{r:,.0f}' for r in bt_rates)} "
+                  "bars/s (the fastest counts)")
             (t_small, *_), (t_big, url, run_id, size) = timings[args.small], timings[args.bars]
             marginal = (args.bars - args.small) / max(t_big.wall_s - t_small.wall_s, 1e-9)
             report = work / f"report_{name}.html"
