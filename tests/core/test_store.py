@@ -263,7 +263,7 @@ def test_constraint_violation_in_save_backtest_writes_nothing(db, backtest) -> N
     _assert_nothing_written_then_mark_failed(db, run_id)
 
 
-def test_series_out_of_order_is_refused_before_anything_is_written(db, backtest) -> None:
+def test_series_out_of_order_is_refused_and_nothing_is_written(db, backtest) -> None:
     engine, events = backtest
     bad = _copy(events)
     for column in (bad.equity_ts_ms, bad.equity_cash, bad.equity_position, bad.equity_close, bad.equity_quote):
