@@ -63,7 +63,12 @@ class OrderedWriter:
         # Always wait: the connection must be back with the caller before it commits or rolls back.
         if exc_type is not None:
             self._failed.set()  # the caller failed: what is still queued is not written
-        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+        except BaseException:  # e.g. Ctrl-C while waiting: drop the queue, still wait for the running write
+            self._failed.set()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            raise
         if exc_type is None:
             for future in self._futures:
                 future.result()  # the first error, in submission order

@@ -82,3 +82,32 @@ def test_in_memory_sqlite_is_written_on_the_callers_thread(tmp_path) -> None:
     finally:
         memory.dispose()
         file_.dispose()
+
+
+def test_an_interrupt_while_waiting_drops_the_queue_but_still_waits_for_the_running_write(monkeypatch) -> None:
+    done: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait(5)
+        done.append("running")
+
+    writer = OrderedWriter()
+    real_shutdown = writer._pool.shutdown
+    calls: list[bool] = []
+
+    def interrupted_once(*args, **kwargs) -> None:
+        if not calls:  # the first wait is interrupted (Ctrl-C) while the write still runs
+            calls.append(True)
+            threading.Timer(0.05, release.set).start()
+            raise KeyboardInterrupt
+        real_shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(writer._pool, "shutdown", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        with writer:
+            writer.submit(slow)
+            writer.submit(done.append, "queued")
+            started.wait(5)
+    assert done == ["running"]  # the connection was handed back only after the running write ended
