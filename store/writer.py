@@ -18,14 +18,13 @@ from types import TracebackType
 from typing import Any, Callable
 
 from sqlalchemy import Connection
+from sqlalchemy.pool import SingletonThreadPool
 
 
 def can_write_from_thread(conn: Connection) -> bool:
-    """Whether this connection may be used from another thread: not an in-memory SQLite database
-    (SQLAlchemy keeps those to the thread that opened them)."""
-    if conn.dialect.name != "sqlite":
-        return True
-    return conn.engine.url.database not in (None, "", ":memory:")
+    """Whether this connection may be used from another thread: not one of a per-thread pool, which
+    SQLAlchemy uses for in-memory SQLite databases (their connections refuse other threads)."""
+    return not isinstance(conn.engine.pool, SingletonThreadPool)
 
 
 class OrderedWriter:

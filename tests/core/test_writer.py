@@ -111,3 +111,4 @@ def test_an_interrupt_while_waiting_drops_the_queue_but_still_waits_for_the_runn
             writer.submit(done.append, "queued")
             started.wait(5)
     assert done == ["running"]  # the connection was handed back only after the running write ended
+
