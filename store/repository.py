@@ -13,9 +13,9 @@ from __future__ import annotations
 import uuid
 from array import array
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -153,20 +153,11 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
     the per-bar series as compressed column chunks (store/series.py).
 
     Each table is inserted on a writer thread while the next one's rows and the series chunks are
-    built (store/writer.py): the same statements in the same order and transaction as
-    :func:`write_prepared`, overlapped."""
+    built (store/writer.py): the statements, order and transaction of :func:`write_prepared`, overlapped."""
     results = _backtest_results(events, metrics, report, start_ts, end_ts)
-    with engine.begin() as conn:
-        if not can_write_from_thread(conn):
-            write_prepared(conn, prepare_backtest(run_id, events, order_status, metrics, report, model_versions,
-                                                  start_ts, end_ts))
-            return
-        key = _run_key(conn, run_id)
-        with OrderedWriter() as writer:
-            for name, batch in _backtest_tables(run_id, events, order_status, model_versions):
-                writer.submit(_write_run_rows, conn, name, batch, key)
-            writer.submit(write_chunks, conn, _backtest_chunks(run_id, events))
-            writer.submit(_mark_completed, conn, run_id, results)
+    with engine.begin() as conn, OrderedWriter(threaded=can_write_from_thread(conn)) as writer:
+        _write_run(conn, run_id, _backtest_tables(run_id, events, order_status, model_versions), None,
+                   lambda: _backtest_chunks(run_id, events), results, writer.submit)
 
 
 def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, str], metrics: dict[str, Any],
@@ -179,28 +170,34 @@ def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, 
 
 def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
     """Insert a prepared backtest inside the caller's transaction and mark its run completed."""
-    key = _run_key(conn, prepared.run_id)
-    for name, batch in prepared.tables:
-        _write_run_rows(conn, name, batch, key)
-    if prepared.packed is not None:
-        write_packed(conn, RunRow.metadata.tables, prepared.packed, {"run_key": key})
-    write_chunks(conn, prepared.chunks)
-    _mark_completed(conn, prepared.run_id, prepared.results)
+    _write_run(conn, prepared.run_id, prepared.tables, prepared.packed, lambda: prepared.chunks, prepared.results,
+               _call)
+
+
+def _write_run(conn: Connection, run_id: str, tables: Iterable[tuple[str, RowBatch]], packed: PackedRows | None,
+               chunks: Callable[[], list[dict[str, Any]]], results: dict[str, Any],
+               submit: Callable[..., None]) -> None:
+    """A finished backtest's writes, in order, each handed to ``submit(fn, *args)``; ``tables`` and
+    ``chunks`` may be built lazily, between submissions."""
+    key = _run_key(conn, run_id)
+    for name, batch in tables:
+        submit(_write_run_rows, conn, name, batch, key)
+    if packed is not None:
+        submit(write_packed, conn, RunRow.metadata.tables, packed, {"run_key": key})
+    submit(write_chunks, conn, chunks())
+    submit(_mark_completed, conn, run_id, results)
+
+
+def _call(fn: Callable[..., None], *args: Any) -> None:
+    fn(*args)
 
 
 def _backtest_tables(run_id: str, events: EngineEvents, order_status: dict[str, str],
                      model_versions: Sequence[ModelVersionRecord]) -> Iterator[tuple[str, RowBatch]]:
     """A backtest's SQL rows, one table at a time in insert order, empty tables left out."""
-    builders: tuple[tuple[str, Callable[[], RowBatch]], ...] = (
-        ("model_versions", lambda: _model_version_rows(run_id, model_versions)),
-        ("orders", lambda: order_rows(events.orders, order_status)),
-        ("fills", lambda: fill_rows(events.fills)),
-        ("trades", lambda: trade_rows(events.trades, 0)))
-    for name, build in builders:
-        with gc_paused():
-            batch = build()
-        if len(batch):
-            yield name, batch
+    tables = chain([("model_versions", _model_version_rows(run_id, model_versions))],
+                   _activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ()))
+    return ((name, batch) for name, batch in tables if len(batch))
 
 
 def _backtest_chunks(run_id: str, events: EngineEvents) -> list[dict[str, Any]]:
@@ -504,9 +501,15 @@ def _write_run_rows(conn: Connection, table_name: str, batch: RowBatch, run_key:
 
 def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
                    trades: Sequence[Trade], trade_seq_start: int,
-                   signals: Sequence[SignalPoint]) -> list[tuple[str, RowBatch]]:
-    return [("orders", order_rows(orders, status)), ("fills", fill_rows(fills)),
-            ("trades", trade_rows(trades, trade_seq_start)), ("signals", signal_rows(run_id, signals))]
+                   signals: Sequence[SignalPoint]) -> Iterator[tuple[str, RowBatch]]:
+    """Each table's rows, built when the caller asks for it (a writer may insert one meanwhile)."""
+    builders: tuple[tuple[str, Callable[[], RowBatch]], ...] = (
+        ("orders", lambda: order_rows(orders, status)), ("fills", lambda: fill_rows(fills)),
+        ("trades", lambda: trade_rows(trades, trade_seq_start)), ("signals", lambda: signal_rows(run_id, signals)))
+    for name, build in builders:
+        with gc_paused():
+            batch = build()
+        yield name, batch
 
 
 def _run_key(conn: Connection, run_id: str) -> int:

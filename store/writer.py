@@ -28,10 +28,11 @@ def can_write_from_thread(conn: Connection) -> bool:
 
 
 class OrderedWriter:
-    """A context manager: ``submit(fn, *args)`` queues a write; leaving the block waits for all of them."""
+    """A context manager: ``submit(fn, *args)`` queues a write; leaving the block waits for all of them.
+    With ``threaded=False`` (see :func:`can_write_from_thread`) each write runs at once on the caller's thread."""
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+    def __init__(self, threaded: bool = True) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") if threaded else None
         self._futures: list[Future[None]] = []
         self._failed = threading.Event()
 
@@ -39,6 +40,9 @@ class OrderedWriter:
         return self
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._pool is None:
+            fn(*args)
+            return
         if self._failed.is_set():  # stop building rows nobody will write
             self._raise_first_error()
         self._futures.append(self._pool.submit(self._run, fn, args))
@@ -59,6 +63,8 @@ class OrderedWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if self._pool is None:
+            return
         # Always wait: the connection must be back with the caller before it commits or rolls back.
         if exc_type is not None:
             self._failed.set()  # the caller failed: what is still queued is not written

@@ -112,3 +112,14 @@ def test_an_interrupt_while_waiting_drops_the_queue_but_still_waits_for_the_runn
             started.wait(5)
     assert done == ["running"]  # the connection was handed back only after the running write ended
 
+
+
+def test_unthreaded_writes_run_at_once_on_the_callers_thread() -> None:
+    done: list[str] = []
+    with pytest.raises(ValueError, match="second"):
+        with OrderedWriter(threaded=False) as writer:
+            writer.submit(lambda: done.append(threading.current_thread().name))
+            assert done == [threading.current_thread().name]  # already written when submit returns
+            writer.submit(_raise, ValueError("second"))
+            done.append("not reached")  # pragma: no cover
+    assert done == [threading.current_thread().name]
