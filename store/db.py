@@ -218,6 +218,11 @@ def _migrate(engine: Engine, state: SchemaState) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # Python's sqlite3 runs DDL outside a transaction unless one is open: without this, another
+            # process could see the tables before alembic_version is filled and refuse the file as
+            # foreign. IMMEDIATE also takes the write lock first, so two creators queue up.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         if not state.empty and state.revision == BASELINE:
             _create_missing_baseline_tables(conn)

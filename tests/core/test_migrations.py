@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,37 @@ def test_foreign_database_is_refused_in_one_line_and_left_byte_identical(tmp_pat
     assert done.returncode == 1 and done.stdout == "" and len(lines) == 1 and reason in lines[0], done.stderr
     assert sha(path) == before
     assert not Path(str(path) + "-wal").exists()
+
+
+_CREATE_AT_SIGNAL = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from store.db import StoreError, init_db
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.001)
+time.sleep(float(sys.argv[4]))  # staggered: some probe the file while another is creating it
+try:
+    init_db(sys.argv[2]).dispose()
+    print("ok")
+except StoreError as exc:
+    print(f"refused: {exc}")
+"""
+
+
+def test_processes_creating_the_same_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """The schema appears at once for the others (no moment with tables but an empty alembic_version)."""
+    for round_ in range(4):
+        db, go = tmp_path / f"new{round_}.db", tmp_path / f"go{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", _CREATE_AT_SIGNAL, str(ROOT), str(db), str(go),
+                                   str(0.03 * k)], stdout=subprocess.PIPE, text=True) for k in range(6)]
+        time.sleep(1.0)  # every process has imported the store and waits for the signal
+        go.touch()
+        outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+        assert outputs == ["ok"] * 6, outputs
+        raw = sqlite3.connect(db)
+        try:
+            assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+        finally:
+            raw.close()
