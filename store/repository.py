@@ -10,12 +10,8 @@
 """
 from __future__ import annotations
 
-import uuid
-from array import array
-from dataclasses import dataclass, field, replace
-from itertools import chain, repeat
-from operator import itemgetter
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -23,19 +19,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.events import EngineEvents
-from domain.heap import gc_paused
-from domain.types import Bar, Fill, Order, OrderType, Side, SignalPoint, Trade
+from domain.records import ModelVersionRecord
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
-from domain.records import ModelVersionRecord
-from store.bulk import PackedRows, RowBatch, write_batch, write_packed
+from domain.types import Bar, Fill, Order, SignalPoint, Trade
+from store.batch import PackedRows, RowBatch
+from store.bulk import write_batch, write_packed
 from store.db import StoreError
 from store.lease import verify_and_renew
-from store.schema import (KEYED_TABLES, BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow,
-                          of_run, run_key_of)
 from store.provenance import code_version, utc_now_iso
-from store.series import (GROUPS, SeriesFrame, chunk_rows, column_from_python, compact_tail, last_chunked_values,
-                          read_group, stored_length, write_chunks)
+from store.rows import (KEYED_TABLES, PreparedRun, activity_rows, backtest_chunks, backtest_results, backtest_tables,
+                        model_version_rows, new_run_id)
+from store.schema import BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow, of_run, run_key_of
+from store.series import (GROUPS, SeriesFrame, compact_tail, last_chunked_values, read_group, stored_length,
+                          write_chunks)
 from store.writer import OrderedWriter, can_write_from_thread
 
 
@@ -119,32 +116,6 @@ def mark_run(engine: Engine, run_id: str, status: str, error: str | None = None,
                         .values(status=status, error=error, updated_at=utc_now_iso()))
 
 
-@dataclass
-class PreparedRun:
-    """A finished backtest as the rows one transaction writes, built without a connection.
-
-    Why apart from writing: a sweep worker builds these (the CPU-heavy part: row tuples,
-    compressed series chunks) and ships them; the driver, the only writer, just inserts them.
-    Plain values only, so it pickles small and fast.
-    """
-
-    run_id: str
-    tables: list[tuple[str, RowBatch]]  # (table name, its rows) in insert order
-    chunks: list[dict[str, Any]]  # series_chunks rows
-    results: dict[str, Any]  # the run row's final values (metrics, report, span, bar count)
-    packed: PackedRows | None = None  # orders, fills and trades packed for a SQLite store (see packed_rows)
-
-    def packed_rows(self) -> PreparedRun:
-        """The same run with its orders, fills and trades as one SQLite image (store/bulk.py
-        PackedRows): built by a sweep worker when the store is SQLite, so the driver's insert is
-        one INSERT … SELECT per table. Any store still takes it."""
-        keyed = [(name, batch) for name, batch in self.tables if name in KEYED_TABLES]
-        if self.packed is not None or not keyed:
-            return self
-        rest = [(name, batch) for name, batch in self.tables if name not in KEYED_TABLES]
-        return replace(self, tables=rest, packed=PackedRows.pack(keyed))
-
-
 def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_status: dict[str, str],
                   metrics: dict[str, Any], report: dict[str, Any] | None,
                   model_versions: Sequence[ModelVersionRecord] = (), start_ts: int | None = None,
@@ -154,18 +125,10 @@ def save_backtest(engine: Engine, run_id: str, events: EngineEvents, order_statu
 
     Each table is inserted on a writer thread while the next one's rows and the series chunks are
     built (store/writer.py): the statements, order and transaction of :func:`write_prepared`, overlapped."""
-    results = _backtest_results(events, metrics, report, start_ts, end_ts)
+    results = backtest_results(events, metrics, report, start_ts, end_ts)
     with engine.begin() as conn, OrderedWriter(threaded=can_write_from_thread(conn)) as writer:
-        _write_run(conn, run_id, _backtest_tables(run_id, events, order_status, model_versions), None,
-                   lambda: _backtest_chunks(run_id, events), results, writer.submit)
-
-
-def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, str], metrics: dict[str, Any],
-                     report: dict[str, Any] | None, model_versions: Sequence[ModelVersionRecord] = (),
-                     start_ts: int | None = None, end_ts: int | None = None) -> PreparedRun:
-    """A finished backtest's rows and series chunks, ready for :func:`write_prepared`."""
-    return PreparedRun(run_id, list(_backtest_tables(run_id, events, order_status, model_versions)),
-                       _backtest_chunks(run_id, events), _backtest_results(events, metrics, report, start_ts, end_ts))
+        _write_run(conn, run_id, backtest_tables(run_id, events, order_status, model_versions), None,
+                   lambda: backtest_chunks(run_id, events), results, writer.submit)
 
 
 def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
@@ -192,64 +155,14 @@ def _call(fn: Callable[..., None], *args: Any) -> None:
     fn(*args)
 
 
-def _backtest_tables(run_id: str, events: EngineEvents, order_status: dict[str, str],
-                     model_versions: Sequence[ModelVersionRecord]) -> Iterator[tuple[str, RowBatch]]:
-    """A backtest's SQL rows, one table at a time in insert order, empty tables left out."""
-    tables = chain([("model_versions", _model_version_rows(run_id, model_versions))],
-                   _activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ()))
-    return ((name, batch) for name, batch in tables if len(batch))
-
-
-def _backtest_chunks(run_id: str, events: EngineEvents) -> list[dict[str, Any]]:
-    """series_chunks rows of a backtest's equity and signal columns."""
-    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
-    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
-    return [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
-
-
-def _backtest_results(events: EngineEvents, metrics: dict[str, Any], report: dict[str, Any] | None,
-                      start_ts: int | None, end_ts: int | None) -> dict[str, Any]:
-    """The run row's final values."""
-    return {"status": "completed", "metrics": jsonable(metrics), "report": jsonable(report),
-            "start_ts": start_ts, "end_ts": end_ts, "last_bar_ts": end_ts,
-            "bars_processed": len(events.equity_ts_ms)}
-
-
 def _mark_completed(conn: Connection, run_id: str, results: dict[str, Any]) -> None:
     conn.execute(update(RunRow).where(RunRow.id == run_id).values(**results, updated_at=utc_now_iso()))
-
-
-def equity_columns(ev: EngineEvents) -> dict[str, tuple[np.ndarray, None]] | None:
-    """The engine's equity columns as arrays (never missing values); typed arrays are viewed, not copied."""
-    if not len(ev.equity_ts_ms):
-        return None
-
-    def view(column: Any, dtype: Any) -> np.ndarray:
-        if isinstance(column, array) and column.typecode == {np.int64: "q", np.float64: "d"}[dtype]:
-            return np.frombuffer(column, dtype=dtype)
-        return np.asarray(column, dtype=dtype)
-
-    return {"ts": (view(ev.equity_ts_ms, np.int64), None), "cash": (view(ev.equity_cash, np.float64), None),
-            "position": (view(ev.equity_position, np.float64), None),
-            "close": (view(ev.equity_close, np.float64), None), "equity": (view(ev.equity_quote, np.float64), None)}
-
-
-def signal_columns(signals: Sequence[SignalPoint]) -> dict[str, tuple[np.ndarray, np.ndarray | None]] | None:
-    """SignalPoints as columns; threshold, unusualness and model version may be None."""
-    if not signals:
-        return None
-    _, spec = GROUPS["signals"]
-    return {name: column_from_python([s[k] for s in signals], dtype) for k, (name, dtype) in enumerate(spec)}
 
 
 def load_series(engine: Engine, run_id: str, group: str, columns: tuple[str, ...] | None = None) -> SeriesFrame:
     """A run's ``equity`` or ``signals`` series (chunks + live tail) as exact arrays; ``columns``: only those."""
     with engine.connect() as conn:
         return read_group(conn, run_id, group, columns)
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
 
 
 def next_run_key(dialect: str) -> Any:
@@ -435,61 +348,12 @@ def update_run_results(engine: Engine, run_id: str, metrics: dict[str, Any] | No
         session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
 
-# Enum member (or None) → its stored text, looked up per row with a C-level dict.get.
-_TEXT = {None: None, **{m: m.value for m in (*OrderType, *Side)}}
-
-
-def _fields(records: Sequence[tuple], kind: type, names: Sequence[str]) -> dict[str, list]:
-    """The named fields of NamedTuple records of ``kind``, one list each (a C-level pass per field,
-    no per-row Python; ~40 % faster than transposing every field with ``zip(*records)``)."""
-    return {name: list(map(itemgetter(kind._fields.index(name)), records)) for name in names}
-
-
-def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
-    """orders rows without their run (written with the run's key, see :func:`_write_run_rows`)."""
-    f = _fields(orders, Order, ("client_id", "created_ts_ms", "type", "side", "qty", "target_fraction", "price",
-                                "reason", "signal", "threshold", "model_version"))
-    ids = f["client_id"]
-    columns = {"client_id": ids, "ts": f["created_ts_ms"], "type": list(map(_TEXT.get, f["type"])),
-               "side": list(map(_TEXT.get, f["side"])), "qty": f["qty"], "target_fraction": f["target_fraction"],
-               "price": f["price"], "reason": f["reason"],
-               "status": list(map(status.get, ids, repeat("submitted", len(ids)))),
-               "signal": f["signal"], "threshold": f["threshold"], "model_version": f["model_version"]}
-    return RowBatch.from_columns(columns, floats=("qty", "target_fraction", "price", "signal", "threshold"))
-
-
-def fill_rows(fills: Sequence[Fill]) -> RowBatch:
-    f = _fields(fills, Fill, ("order_id", "ts_ms", "side", "qty", "price", "fee_quote", "reason"))
-    columns = {"order_client_id": f["order_id"], "ts": f["ts_ms"], "side": list(map(_TEXT.get, f["side"])),
-               "qty": f["qty"], "price": f["price"], "fee": f["fee_quote"], "reason": f["reason"]}
-    return RowBatch.from_columns(columns, floats=("qty", "price", "fee"))
-
-
-def trade_rows(trades: Sequence[Trade], seq_start: int) -> RowBatch:
-    f = _fields(trades, Trade, Trade._fields)
-    columns = {"seq": list(range(seq_start, seq_start + len(trades))), "side": f["side"], "qty": f["qty"],
-               "entry_ts": f["entry_ts_ms"], "exit_ts": f["exit_ts_ms"], "entry_price": f["entry_price"],
-               "exit_price": f["exit_price"], "gross_pnl": f["gross_pnl_quote"], "fees": f["fees_quote"],
-               "pnl": f["pnl_quote"], "return_pct": f["return_pct"], "exit_reason": f["exit_reason"],
-               "bars_held": f["bars_held"]}
-    return RowBatch.from_columns(columns, floats=("qty", "entry_price", "exit_price", "gross_pnl", "fees", "pnl",
-                                                  "return_pct"))
-
-
-def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> RowBatch:
-    """Rows of the live signal tail (paper runs; a backtest stores its signals as chunks)."""
-    f = _fields(signals, SignalPoint, SignalPoint._fields)
-    columns = {"run_id": [run_id] * len(signals), "ts": f["ts_ms"], "signal": f["signal"],
-               "threshold": f["threshold"], "unusualness": f["unusualness"], "model_version": f["model_version"]}
-    return RowBatch.from_columns(columns, floats=("signal", "threshold", "unusualness"))
-
-
 def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], status: dict[str, str],
                      fills: Sequence[Fill], trades: Sequence[Trade], trade_seq_start: int,
                      signals: Sequence[SignalPoint]) -> None:
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
     key = _run_key(conn, run_id) if orders or fills or trades else None
-    for name, batch in _activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
+    for name, batch in activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
         _write_run_rows(conn, name, batch, key)
 
 
@@ -497,19 +361,6 @@ def _write_run_rows(conn: Connection, table_name: str, batch: RowBatch, run_key:
     """A run's rows of one table: orders, fills and trades also get the run's key (KEYED_TABLES)."""
     keyed = batch.with_shared("run_key", run_key) if table_name in KEYED_TABLES else batch
     write_batch(conn, RunRow.metadata.tables[table_name], keyed)
-
-
-def _activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
-                   trades: Sequence[Trade], trade_seq_start: int,
-                   signals: Sequence[SignalPoint]) -> Iterator[tuple[str, RowBatch]]:
-    """Each table's rows, built when the caller asks for it (a writer may insert one meanwhile)."""
-    builders: tuple[tuple[str, Callable[[], RowBatch]], ...] = (
-        ("orders", lambda: order_rows(orders, status)), ("fills", lambda: fill_rows(fills)),
-        ("trades", lambda: trade_rows(trades, trade_seq_start)), ("signals", lambda: signal_rows(run_id, signals)))
-    for name, build in builders:
-        with gc_paused():
-            batch = build()
-        yield name, batch
 
 
 def _run_key(conn: Connection, run_id: str) -> int:
@@ -520,13 +371,6 @@ def _run_key(conn: Connection, run_id: str) -> int:
 
 
 def _insert_model_versions(conn: Connection, run_id: str, records: Sequence[ModelVersionRecord]) -> None:
-    write_batch(conn, ModelVersionRow.__table__, _model_version_rows(run_id, records))
+    write_batch(conn, ModelVersionRow.__table__, model_version_rows(run_id, records))
 
 
-def _model_version_rows(run_id: str, records: Sequence[ModelVersionRecord]) -> RowBatch:
-    fields = ("fold_index", "train_start_ts", "train_end_ts", "trade_start_ts", "trade_end_ts", "objective", "seed",
-              "threshold", "train_loss", "val_loss", "steps", "train_seconds", "config", "losses", "sample_check",
-              "checkpoint")
-    columns = {"run_id": [run_id] * len(records), "created_at": [utc_now_iso()] * len(records),
-               **{name: [getattr(r, name) for r in records] for name in fields}}
-    return RowBatch.from_columns(columns, floats=("threshold", "train_loss", "val_loss", "train_seconds"))

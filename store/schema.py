@@ -11,6 +11,8 @@ from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Index, Integer, Lar
                         UniqueConstraint, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from store.rows import KEYED_TABLES
+
 SCHEMA_VERSION = 1  # the pre-Alembic marker in ``meta``; schema revisions are Alembic's (store/migrations)
 
 
@@ -251,8 +253,8 @@ class SweepRunRow(Base):
 
 
 # ---- which rows belong to a run ----------------------------------------------------------------
-# (here, beside the tables, so that readers need not import the repository and all it writes with)
-KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.key, not runs.id
+# (here, beside the tables, so that readers need not import the repository and all it writes with;
+# KEYED_TABLES, the tables whose rows refer to runs.key, not runs.id, is defined with the rows)
 
 
 def run_key_of(run_id: str) -> Any:

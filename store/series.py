@@ -2,8 +2,8 @@
 
 A run's series live in two places, read back as one:
 - ``series_chunks``: one row per (run, column, chunk) holding up to ``CHUNK_ROWS`` values as an
-  exact compressed array (store/series_codec.py). Backtests write only chunks, in the same
-  transaction as their orders, fills and trades.
+  exact compressed array (rows built by store/chunks.py). Backtests write only chunks, in the
+  same transaction as their orders, fills and trades.
 - the row-wise live tail (tables ``equity`` and ``signals``): a paper run commits one row per
   candle there inside its per-candle transaction; once the tail holds ``TAIL_COMPACT_ROWS`` rows
   it is moved into a chunk (insert chunk + delete rows) in that same transaction, so a crash
@@ -19,17 +19,16 @@ from typing import Any, Iterator
 import numpy as np
 from sqlalchemy import Connection, delete, func, insert, select
 
+from store.chunks import SERIES_COLUMNS, chunk_rows, column_from_python
 from store.schema import EquityRow, SeriesChunkRow, SignalRow
-from store.series_codec import decode, decode_mask, encode, encode_mask
+from store.series_codec import decode, decode_mask
 
-CHUNK_ROWS = 262_144
 TAIL_COMPACT_ROWS = 10_000
 
-# group -> (tail table, columns with dtype): ts first, always int64 and never missing.
+# group -> (live tail table, columns with dtype)
 GROUPS: dict[str, tuple[type, tuple[tuple[str, str], ...]]] = {
-    "equity": (EquityRow, (("ts", "i8"), ("cash", "f8"), ("position", "f8"), ("close", "f8"), ("equity", "f8"))),
-    "signals": (SignalRow, (("ts", "i8"), ("signal", "f8"), ("threshold", "f8"), ("unusualness", "f8"),
-                            ("model_version", "i8"))),
+    "equity": (EquityRow, SERIES_COLUMNS["equity"]),
+    "signals": (SignalRow, SERIES_COLUMNS["signals"]),
 }
 
 
@@ -59,40 +58,6 @@ class SeriesFrame:
             cols.append(col)
         for row in zip(*cols):
             yield dict(zip(names, row))
-
-
-def column_from_python(values: Any, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A list/tuple of numbers and None -> (array, missing mask or None)."""
-    n = len(values)
-    nones = values.count(None) if hasattr(values, "count") else 0
-    if nones == 0:
-        return np.asarray(values, dtype=np.float64 if dtype == "f8" else np.int64), None
-    if nones == n:
-        return np.zeros(n, dtype=np.float64 if dtype == "f8" else np.int64), np.ones(n, dtype=bool)
-    missing = np.fromiter((v is None for v in values), dtype=bool, count=n)
-    as_float = np.array(values, dtype=np.float64)  # None -> nan, filled below
-    as_float[missing] = 0.0
-    return (as_float if dtype == "f8" else as_float.astype(np.int64)), missing
-
-
-def chunk_rows(run_id: str, group: str, columns: dict[str, tuple[np.ndarray, np.ndarray | None]],
-               first_chunk_no: int = 0) -> list[dict[str, Any]]:
-    """series_chunks rows for ``columns`` (all of one group, equal length), ``CHUNK_ROWS`` per chunk."""
-    _, spec = GROUPS[group]
-    ts = columns["ts"][0]
-    if len(ts) > 1 and not bool(np.all(np.diff(ts) > 0)):
-        raise ValueError(f"run {run_id}: {group} times are not strictly increasing")
-    out = []
-    for k, start in enumerate(range(0, len(ts), CHUNK_ROWS)):
-        stop = min(start + CHUNK_ROWS, len(ts))
-        for name, dtype in spec:
-            values, missing = columns[name]
-            encoding, blob = encode(values[start:stop])
-            out.append({"run_id": run_id, "series": f"{group}.{name}", "chunk_no": first_chunk_no + k,
-                        "first_ts": int(ts[start]), "last_ts": int(ts[stop - 1]), "n": stop - start,
-                        "dtype": dtype, "encoding": encoding, "data": blob,
-                        "nulls": encode_mask(None if missing is None else missing[start:stop])})
-    return out
 
 
 def write_chunks(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from store.db import StoreError
 from store.schema import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
-from store.repository import PreparedRun, RunSpec, new_run_row, write_prepared
+from store.repository import RunSpec, new_run_row, write_prepared
+from store.rows import PreparedRun
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
               "VECLIB_MAXIMUM_THREADS")
 # What a task imports (preloaded by the local pool's forkserver; the heavy part of a worker's start).
 WORKER_IMPORTS = ("app.sweep.worker", "app.backtest", "app.registry", "engine.broker", "feeds.files",
-                  "store.repository", "strategies.zscore")
+                  "store.rows", "strategies.zscore")
 _CACHE: dict[str, Any] = {}  # data path → BarSeries, per worker process
 _CACHE_LIMIT = 4
 
@@ -37,7 +37,7 @@ class TaskResult:
     params: dict[str, Any] = field(default_factory=dict)  # every strategy parameter, resolved
     config: dict[str, Any] = field(default_factory=dict)  # the strategy's frozen config
     metrics: dict[str, Any] = field(default_factory=dict)
-    stored: Any = None  # store.repository.PreparedRun: the run's rows, built here so the driver only inserts
+    stored: Any = None  # store.rows.PreparedRun: the run's rows, built here so the driver only inserts
     timeframe_ms: int | None = None
     data_source: str | None = None
     seconds: float = 0.0  # wall time in the worker
@@ -96,7 +96,7 @@ def _run(task: SweepTask) -> TaskResult:
                               with_report=False)
     outcome = execute(request, series)
     limit_threads(task.threads)  # the strategy may have imported torch just now; later tasks reuse it
-    from store.repository import new_run_id, prepare_backtest
+    from store.rows import new_run_id, prepare_backtest
 
     r = outcome.result
     stored = prepare_backtest(new_run_id(), r.events, r.order_status, outcome.metrics, outcome.report,

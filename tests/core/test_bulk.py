@@ -1,4 +1,4 @@
-"""Column-wise row batches (store/bulk.py) land in the database exactly as the plain rows would.
+"""Column-wise row batches (store/batch.py, store/bulk.py) land in the database exactly as the plain rows would.
 
 The reference is the rows themselves, written out by hand: shared values (SQL literals on
 SQLite), numpy-backed columns and columns with missing values must all read back unchanged,
@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from store.bulk import PackedRows, RowBatch, write_batch, write_packed
+from store.batch import PackedRows, RowBatch
+from store.bulk import write_batch, write_packed
 from store.db import init_db
 from store.repository import RunSpec, create_run
 from store.schema import FillRow, OrderRow, RunRow
@@ -134,7 +135,7 @@ def test_multi_row_inserts_keep_every_row_in_order(tmp_path, limit: int | None, 
     one by one: every row lands once, in order (ids follow the rows), values exact."""
     import sqlite3
 
-    from store.bulk import insert_rows
+    from store.batch import insert_rows
 
     db = sqlite3.connect(tmp_path / "rows.db")
     db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, name TEXT, x REAL, y REAL, z INTEGER, w REAL)")

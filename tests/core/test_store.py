@@ -125,9 +125,9 @@ def test_series_read_back_bit_identical(db, backtest) -> None:
 
 
 def test_signal_series_keeps_none_and_nan_apart_across_chunks(db, monkeypatch) -> None:
-    import store.series
+    import store.chunks
 
-    monkeypatch.setattr(store.series, "CHUNK_ROWS", 7)  # several chunks from 30 points
+    monkeypatch.setattr(store.chunks, "CHUNK_ROWS", 7)  # several chunks from 30 points
     points = [SignalPoint(ts(i), float("nan") if i == 3 else -1.5 + i / 7, None if i % 4 == 0 else 2.0 + i,
                           None if i < 10 else 0.125 * i, None if i % 5 == 1 else i // 8) for i in range(30)]
     run_id = create_run(db, _spec())

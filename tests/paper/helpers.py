@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from domain.types import Bar
-from store.repository import KEYED_TABLES
+from store.rows import KEYED_TABLES
 from tests.series_oracle import series_rows
 from testkit.candles import random_walk_bars, write_candles_csv
 from testkit.loopback_exchange import LoopbackExchange
