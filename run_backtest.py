@@ -27,7 +27,8 @@ from typing import Any
 
 from rich.console import Console
 
-from app.backtest import BacktestOutcome, BacktestRequest, run_and_store
+from app.backtest import BacktestOutcome, BacktestRequest
+from app.stored_backtest import run_and_store
 from app.data import Market, load_window
 from app.registry import SPECS, get_spec
 from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, print_error, run_name,

@@ -22,7 +22,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from app.backtest import BacktestOutcome, BacktestRequest, execute, run_and_store
+from app.backtest import BacktestOutcome, BacktestRequest, execute
+from app.stored_backtest import run_and_store
 from app.data import load_window
 from engine.broker import BrokerConfig
 from engine.metrics import BuyAndHoldInputs, buy_and_hold_curve, buy_and_hold_equity

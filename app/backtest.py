@@ -1,4 +1,4 @@
-"""The backtest runner: the one place that wires bars, a registered strategy, the engine and the store.
+"""The backtest runner: the one place that wires bars, a registered strategy and the engine.
 
 Fill timing (DESIGN.md): decisions at each bar's close, market orders fill at the
 next bar's open (± slippage), ``fee_bps`` of notional per fill. Metrics start at
@@ -6,8 +6,9 @@ the first bar the strategy can trade (``first_decision_ts``, e.g. after the scor
 strategy's first training window) or at ``trade_from_ms``, whichever is later;
 bars before only warm the strategy up.
 
-``run_backtest.py`` and the sweep workers call :func:`execute`; the CLI adds
-:func:`store_outcome` around it.
+``run_backtest.py`` and the sweep workers call :func:`execute`. Storing a run is
+app/stored_backtest.py's job: this module imports no store, so a sweep worker that
+only executes starts without SQLAlchemy.
 """
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from app.registry import StrategySpec, config_dict, get_spec
+from app.registry import StrategySpec, get_spec
 from engine.backtest import BacktestResult, run_backtest
 from engine.broker import BrokerConfig
 from domain.series import BarSeries
-from domain.times import ms_to_text, timeframe_name
+from domain.times import ms_to_text
 from feeds.validation import DataError
-from store.repository import RunSpec, create_run, mark_run, refuse_taken_name, save_backtest
 from strategies.base import Strategy
 
 ModelCallback = Callable[..., None]
@@ -104,48 +104,3 @@ def execute(request: BacktestRequest, series: BarSeries, *, progress: ProgressFa
     if request.with_report and spec.report is not None:
         report.update(spec.report(strategy, series, broker, result, trade_from))
     return BacktestOutcome(request, spec, params, strategy, series, trade_from, result, report)
-
-
-def run_spec(request: BacktestRequest, series: BarSeries, params: Mapping[str, Any], strategy: Strategy,
-             *, name: str | None = None, extra: Mapping[str, Any] | None = None) -> RunSpec:
-    """The run row of a backtest: everything needed to repeat it (STYLE.md §12)."""
-    _, _, broker = resolve(request)
-    stored = {"strategy": request.strategy, "engine": request.engine, "cash": broker.cash_quote,
-              "fee_bps": broker.fee_bps, "maker_fee_bps": broker.maker_fee_bps, "slippage_bps": broker.slippage_bps,
-              "long_only": broker.long_only,
-              "timeframe_ms": series.timeframe_ms, "trade_from": request.trade_from_ms,
-              "strategy_params": dict(params), "config": config_dict(strategy), **(extra or {})}
-    return RunSpec(mode="backtest", strategy=request.strategy, initial_cash=broker.cash_quote, params=stored,
-                   name=name, engine=request.engine, symbol="BTC/USDT",
-                   timeframe=timeframe_name(series.timeframe_ms), data_source=series.source,
-                   data_hash=series.sha256, trade_from_ts=request.trade_from_ms)
-
-
-def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name: str | None = None,
-                  extra: Mapping[str, Any] | None = None, progress: ProgressFactory | None = None
-                  ) -> tuple[str, BacktestOutcome]:
-    """Create the run row (status 'running'), run, and store everything in one transaction.
-
-    Any failure after the row exists marks it 'failed' with the error and writes
-    nothing else of it; bad parameters, a taken name or data too short to trade
-    fail before any row is written.
-    """
-    spec, params, _ = resolve(request)
-    strategy = spec.build(params, series.timeframe_ms)
-    tradable_start(strategy, series, request.trade_from_ms)
-    if name is not None:
-        refuse_taken_name(db, name)
-    run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra))
-    try:
-        outcome = execute(request, series, progress=progress, strategy=strategy)
-        save_outcome(db, run_id, outcome)
-    except BaseException as exc:
-        mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    return run_id, outcome
-
-
-def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:
-    r = outcome.result
-    save_backtest(db, run_id, r.events, r.order_status, r.metrics.to_dict(), outcome.report,
-                  model_versions=outcome.spec.model_versions(outcome.strategy), start_ts=r.start_ts, end_ts=r.end_ts)

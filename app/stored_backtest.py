@@ -1,0 +1,60 @@
+"""A backtest as the store keeps it: the run row first, then the run, then all of it in one transaction.
+
+Why apart from app/backtest.py: executing needs no database (a sweep worker only
+executes; its driver stores), and a worker should not import SQLAlchemy to start.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from app.backtest import BacktestOutcome, BacktestRequest, ProgressFactory, execute, resolve, tradable_start
+from app.registry import config_dict
+from domain.series import BarSeries
+from domain.times import timeframe_name
+from store.repository import RunSpec, create_run, mark_run, refuse_taken_name, save_backtest
+from strategies.base import Strategy
+
+
+def run_spec(request: BacktestRequest, series: BarSeries, params: Mapping[str, Any], strategy: Strategy,
+             *, name: str | None = None, extra: Mapping[str, Any] | None = None) -> RunSpec:
+    """The run row of a backtest: everything needed to repeat it (STYLE.md §12)."""
+    _, _, broker = resolve(request)
+    stored = {"strategy": request.strategy, "engine": request.engine, "cash": broker.cash_quote,
+              "fee_bps": broker.fee_bps, "maker_fee_bps": broker.maker_fee_bps, "slippage_bps": broker.slippage_bps,
+              "long_only": broker.long_only,
+              "timeframe_ms": series.timeframe_ms, "trade_from": request.trade_from_ms,
+              "strategy_params": dict(params), "config": config_dict(strategy), **(extra or {})}
+    return RunSpec(mode="backtest", strategy=request.strategy, initial_cash=broker.cash_quote, params=stored,
+                   name=name, engine=request.engine, symbol="BTC/USDT",
+                   timeframe=timeframe_name(series.timeframe_ms), data_source=series.source,
+                   data_hash=series.sha256, trade_from_ts=request.trade_from_ms)
+
+
+def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name: str | None = None,
+                  extra: Mapping[str, Any] | None = None, progress: ProgressFactory | None = None
+                  ) -> tuple[str, BacktestOutcome]:
+    """Create the run row (status 'running'), run, and store everything in one transaction.
+
+    Any failure after the row exists marks it 'failed' with the error and writes
+    nothing else of it; bad parameters, a taken name or data too short to trade
+    fail before any row is written.
+    """
+    spec, params, _ = resolve(request)
+    strategy = spec.build(params, series.timeframe_ms)
+    tradable_start(strategy, series, request.trade_from_ms)
+    if name is not None:
+        refuse_taken_name(db, name)
+    run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra))
+    try:
+        outcome = execute(request, series, progress=progress, strategy=strategy)
+        save_outcome(db, run_id, outcome)
+    except BaseException as exc:
+        mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return run_id, outcome
+
+
+def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:
+    r = outcome.result
+    save_backtest(db, run_id, r.events, r.order_status, r.metrics.to_dict(), outcome.report,
+                  model_versions=outcome.spec.model_versions(outcome.strategy), start_ts=r.start_ts, end_ts=r.end_ts)
