@@ -1,25 +1,9 @@
-"""Sweep throughput: configurations per minute with 1 and 2 local workers, and the scaling efficiency.
+"""What ``python -m bench.sweep_throughput`` runs (see that module for what it measures).
 
-    python -m bench.sweep_throughput [--bars 150000] [--configs 32] [--score-configs 4] [--repeat 2]
-
-Two grids on SYNTHETIC hourly bars, each with 1 and 2 worker processes, in one run:
-- a z-score grid (window × entry_z; cheap runs, so storing each run's per-bar rows
-  in the driver is a large share of the work);
-- a small score-strategy grid (walk-forward with tiny models; compute-bound).
-Each is measured twice:
-- "execute": the workers' part alone — the same executor and worker function as
-  the sweep, results gathered but not stored (pool warmed up first);
-- "sweep": run_sweep's driver end to end into a fresh SQLite file (pool start-up,
-  one transaction per run, selection statistics included).
-Speed-up = configs/min with 2 workers ÷ with 1; efficiency = speed-up ÷ 2. The
-target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each worker
-process (ru_maxrss, after many tasks) is compared with a fresh process running one
-configuration alone: the bare worker function, and run_backtest.py (which also stores it).
-On a machine shared with other work the numbers are noisy: compare within one run. Each
-measurement is repeated (--repeat, interleaved 1, 2, 1, 2 workers) and the fastest counts.
-The workers' CPU seconds per configuration and the share of the cores they got are
-printed too: equal CPU per configuration with 1 and 2 workers means parallelism adds
-no work, and a low core share means other processes held the CPU during the run.
+Kept out of the main module: each local worker imports the main module again, and this
+one imports the sweep driver (SQLAlchemy, rich), which run_sweep.py's workers never load.
+A heavy main module would make every worker of the measured pools slower to start than
+a user's.
 """
 from __future__ import annotations
 
@@ -31,17 +15,14 @@ import time
 from concurrent.futures import wait
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from app.sweep.driver import SweepDriver, SweepRequest  # noqa: E402
-from app.sweep.executors import LocalBackend  # noqa: E402
-from app.sweep.worker import limit_threads, run_task  # noqa: E402
-from feeds.synthetic import synthetic_bars  # noqa: E402
-from store.db import init_db  # noqa: E402
+from app.sweep.driver import SweepDriver, SweepRequest
+from app.sweep.executors import LocalBackend
+from app.sweep.worker import limit_threads, run_task
+from feeds.synthetic import synthetic_bars
+from store.db import init_db
 
 TARGET = 1.7
 SCORE_FIXED = {"train_days": 60.0, "retrain_days": 30.0, "max_steps": 150, "warm_start_steps": 40, "hidden": 32,
@@ -125,7 +106,10 @@ def _secs(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from bench import sweep_throughput  # its docstring is the usage (importing it runs nothing)
+
+    p = argparse.ArgumentParser(prog="python -m bench.sweep_throughput", description=sweep_throughput.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bars", type=int, default=150_000, help="bars of the z-score data (default 150000)")
     p.add_argument("--configs", type=int, default=32,
                    help="z-score configurations (multiple of 4, at most 32; default 32: a sweep long enough that "
@@ -191,6 +175,3 @@ def main(argv: list[str] | None = None) -> int:
                           f"({'meets' if ok else 'below'} the {TARGET}× target)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

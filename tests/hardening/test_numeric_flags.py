@@ -20,7 +20,7 @@ import pytest
 import download_data
 import run_backtest
 import run_paper
-import run_sweep
+from cli import run_sweep
 from feeds.synthetic import synthetic_bars
 from cli import inspect_trades as inspect_cli
 

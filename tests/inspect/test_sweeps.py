@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import run_sweep
+from cli import run_sweep
 from feeds.synthetic import synthetic_bars
 from tests.inspect.browser import probe, with_probe
 from tests.inspect.test_browser import chromium  # noqa: F401  (the fixture: skip or fail without Chromium)

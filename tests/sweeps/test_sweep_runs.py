@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import run_backtest
-import run_sweep
+from cli import run_sweep
 from tests.sweeps.conftest import REPO, child_env, rows
 
 TRADE_COLUMNS = "side, qty, entry_ts, exit_ts, entry_price, exit_price, fees, pnl, exit_reason"

@@ -36,3 +36,58 @@ def test_workers_of_a_numpy_importing_driver_run_one_blas_thread(tmp_path) -> No
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['1']"  # one thread: the worker's own, no BLAS pool beside it
+
+
+
+_IMPORTS_DRIVER = """
+import sys
+
+
+def task_then_modules(task):
+    from app.sweep.worker import run_task
+
+    result = run_task(task)
+    return result.ok, result.error, sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "torch"})
+
+
+if __name__ == "__main__":  # as in run_sweep.py: the driver's imports stay out of the workers' copy of main
+    from dataclasses import replace
+
+    from app.sweep.driver import SweepDriver, SweepRequest
+    from app.sweep.executors import LocalBackend
+    from store.db import init_db
+
+    driver = SweepDriver(SweepRequest("s", "zscore", (sys.argv[1],)), init_db(sys.argv[2]))
+    task = replace(driver.tasks_for({})[0], pack_rows=True)
+    backend = LocalBackend(1)
+    try:
+        print(backend.executor.submit(task_then_modules, task).result())
+    finally:
+        backend.close()
+"""
+
+
+def test_a_local_worker_runs_a_zscore_task_without_sqlalchemy_or_torch(tmp_path, candles) -> None:
+    """Only the driver writes, so a worker needs no database library: the pool's preload and a whole
+    task (load, run, rows packed for SQLite) import neither SQLAlchemy (~0.25 s of every pool start,
+    ~24 MiB per worker) nor torch."""
+    script = tmp_path / "driver.py"
+    script.write_text(_IMPORTS_DRIVER)
+    done = subprocess.run([sys.executable, str(script), str(candles), str(tmp_path / "s.db")], cwd=REPO,
+                          env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(True, None, [])"
+
+
+def test_run_sweep_as_a_workers_main_module_imports_nothing() -> None:
+    """A local worker imports the driver's main module again (as ``__mp_main__``): run_sweep.py's
+    must not bring the driver's libraries (or any but the standard library) into every worker."""
+    code = ("import runpy, sys\n"
+            "before = set(sys.modules)\n"
+            "runpy.run_path('run_sweep.py', run_name='__mp_main__')\n"
+            "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+            "print(sorted(new - set(sys.stdlib_module_names) - {'__mp_main__'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
