@@ -94,7 +94,9 @@ def probability_of_overfitting(returns: np.ndarray, n_splits: int = 16) -> Overf
     """PBO by CSCV of a T × N matrix (rows: periods in time order, columns: configurations).
 
     ``n_splits`` (S, even) is lowered to fit short histories (at least 2 rows per
-    block). The first T mod S rows are dropped so all blocks are equal.
+    block). The first T mod S rows are dropped so all blocks are equal. The matrix may
+    be a transposed view of N per-configuration rows (as a sweep builds it): the blocks'
+    sums are read in place, without a T × N copy.
     """
     m = np.asarray(returns, dtype=float)
     if m.ndim != 2 or m.shape[1] < 2:
@@ -103,10 +105,10 @@ def probability_of_overfitting(returns: np.ndarray, n_splits: int = 16) -> Overf
     s = min(n_splits, (t // 2) // 2 * 2)
     if s < 2:
         raise ValueError(f"PBO needs at least 4 periods, got {t}")
-    m = m[t % s:]
-    rows = len(m) // s
-    blocks = m.reshape(s, rows, n)
-    sums, sq = blocks.sum(axis=1), (blocks ** 2).sum(axis=1)  # (S, N) per-block sufficient statistics
+    rows = t // s
+    blocks = m[t % s:].T.reshape(n, s, rows)  # configuration × block × period: a view, whatever the layout
+    sums = blocks.sum(axis=2).T  # (S, N) per-block sufficient statistics
+    sq = np.einsum("nbr,nbr->bn", blocks, blocks)
     # Every split at once: row c of ``chosen`` marks the S/2 in-sample blocks of combination c.
     combos = np.array(list(itertools.combinations(range(s), s // 2)))
     chosen = np.zeros((len(combos), s))

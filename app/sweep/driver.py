@@ -194,7 +194,7 @@ class SweepDriver:
 
     def _drive(self, planner: GridPlanner | OptunaPlanner) -> None:
         cap = max(1, self.backend.workers * 2)
-        # A SQLite store takes each run's rows as one image the worker packed (store/bulk.py PackedRows):
+        # A SQLite store takes each run's rows as one image the worker packed (store/batch.py PackedRows):
         # the one writer then copies them with one INSERT … SELECT a table (~60 % less driver CPU per
         # row), and the worker's packing costs about what pickling the rows would.
         pack_rows = self.db.dialect.name == "sqlite"
@@ -394,7 +394,8 @@ def _aligned_returns(db: Any, runs: list[dict[str, Any]]) -> np.ndarray | None:
 
 
 def aligned_returns(curves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
-    """T × N bar returns of (times, equity) curves over the times all of them have; None under 3 such times."""
+    """T × N bar returns of (times, equity) curves over the times all of them have (a transposed view of
+    one row per curve); None under 3 such times."""
     common = curves[0][0]
     if all(np.array_equal(ts, common) for ts, _ in curves[1:]):  # the usual case: one data file, one span
         columns = [eq for _, eq in curves]
@@ -404,11 +405,14 @@ def aligned_returns(curves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray |
         columns = [eq[np.searchsorted(ts, common)] for ts, eq in curves]
     if len(common) < 3:
         return None
-    # Each curve's returns as a row, then one transposing copy: ~2x faster than stacking the curves as
-    # columns first (strided writes) and dividing the T × N matrix; the same values.
-    returns = np.vstack([(eq := np.asarray(column, dtype=float))[1:] / eq[:-1] for column in columns])
+    # Each curve's returns as a row of one N × T array, returned transposed (a view): a curve's
+    # returns are written once, in place, and PBO and the DSR read the rows as they lie.
+    returns = np.empty((len(columns), len(common) - 1))
+    for row, column in zip(returns, columns):
+        eq = np.asarray(column, dtype=float)
+        np.divide(eq[1:], eq[:-1], out=row)
     returns -= 1.0
-    return np.ascontiguousarray(returns.T)
+    return returns.T
 
 
 def _finite(x: float) -> float | None:
