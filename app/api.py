@@ -127,10 +127,10 @@ def sweep(data: Sequence[str | Path], strategy: str = "zscore", *, grid: Mapping
     for an Optuna search. ``data`` are file paths: workers load them themselves.
     """
     from app.registry import get_spec
-    from app.sweep.driver import SearchSpec, SweepDriver, SweepRequest
-    from app.sweep.executors import make_backend
+    from app.sweep.driver import SearchSpec, SweepRequest
     from app.sweep.plan import SearchDim, all_params
     from app.sweep.progress import SweepProgress
+    from app.sweep.session import run_sweep
 
     spec = get_spec(strategy)
     names = all_params(spec.params())
@@ -148,17 +148,8 @@ def sweep(data: Sequence[str | Path], strategy: str = "zscore", *, grid: Mapping
                            search=search, seeds=tuple(seeds) if seeds else None, cash_quote=cash, fee_bps=fee_bps,
                            slippage_bps=slippage_bps, long_only=long_only, select_until_ms=select_until,
                            metric=metric)
-    engine = init_db(db)
-    driver = SweepDriver(request, engine)
-    backend = make_backend(workers, scheduler)
-    driver.backend = backend
-    try:
-        with SweepProgress(metric, enabled=progress) as bar:
-            driver.progress = bar
-            summary = driver.run()
-    finally:
-        backend.close()
-        engine.dispose()
+    with SweepProgress(metric, enabled=progress) as bar:
+        summary = run_sweep(request, db, workers=workers, scheduler=scheduler, progress=bar)
     rows = [{"run_id": r["run_id"], **r["params"], "data": r["data"], "seed": r["seed"], "status": r["status"],
              **r["metrics"]} for r in summary["runs"]]
     return SweepResult(pd.DataFrame(rows), summary["best"], summary["deflated_sharpe"], summary["pbo"], summary)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from app.sweep.driver import SweepDriver, SweepRequest
 from app.sweep.executors import LocalBackend
+from app.sweep.session import run_sweep
 from app.sweep.worker import limit_threads, run_task
 from feeds.synthetic import synthetic_bars
 from store.db import init_db
@@ -86,16 +87,11 @@ def execute_only(driver: SweepDriver, points: list[dict], workers: int) -> tuple
 
 
 def end_to_end(request: SweepRequest, db_path: Path, workers: int) -> float:
-    db = init_db(str(db_path))
-    driver = SweepDriver(request, db)
-    driver.backend = LocalBackend(workers)
-    try:
-        t0 = time.perf_counter()
-        summary = driver.run()
-        seconds = time.perf_counter() - t0
-    finally:
-        driver.backend.close()
-        db.dispose()
+    """Seconds of the sweep as run_sweep.py runs it (app/sweep/session.py), from starting the pool and
+    opening a fresh store to the summary."""
+    t0 = time.perf_counter()
+    summary = run_sweep(request, str(db_path), workers=workers)
+    seconds = time.perf_counter() - t0
     if any(r["status"] != "completed" for r in summary["runs"]):
         raise SystemExit("a configuration failed in the end-to-end sweep")
     return seconds

@@ -9,8 +9,9 @@ Two grids on SYNTHETIC hourly bars, each with 1 and 2 worker processes, in one r
 Each is measured twice:
 - "execute": the workers' part alone — the same executor and worker function as
   the sweep, results gathered but not stored (pool warmed up first);
-- "sweep": run_sweep's driver end to end into a fresh SQLite file (pool start-up,
-  one transaction per run, selection statistics included).
+- "sweep": what run_sweep.py runs (app/sweep/session.py), end to end into a fresh
+  SQLite file: pool start-up, opening the store, checking the data files, one
+  transaction per run, the selection statistics.
 Speed-up = configs/min with 2 workers ÷ with 1; efficiency = speed-up ÷ 2. The
 target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each worker
 process (ru_maxrss, after many tasks) is compared with a fresh process running one

@@ -31,10 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from app.registry import SPECS, get_spec
-from app.sweep.driver import SearchSpec, SweepDriver, SweepRequest
-from app.sweep.executors import default_workers, make_backend
+from app.sweep.driver import SearchSpec, SweepRequest
+from app.sweep.executors import default_workers
 from app.sweep.plan import all_params, parse_grid, parse_space
 from app.sweep.progress import SweepProgress
+from app.sweep.session import run_sweep
 from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, number, print_error, run_name,
                       time_text)
 from cli.params import split_assignments
@@ -43,7 +44,7 @@ from domain.strict_json import dumps_strict
 from domain.times import parse_time_ms
 from inspect_tools.sweep_views import selection_lines
 from feeds.validation import DataError
-from store.db import DEFAULT_DB_URL, StoreError, init_db
+from store.db import DEFAULT_DB_URL, StoreError
 from strategies.params import ParamError
 
 SEED = number(int, lo=0, hi=2**32 - 1)
@@ -129,15 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         return print_error(exc)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     install_log_masking()
-    backend = db = None
     try:
-        db = init_db(args.db)
-        driver = SweepDriver(request, db)  # checks names, values and files before any worker starts
-        backend = make_backend(args.workers, args.scheduler, threads=args.threads, retries=args.retries)
-        driver.backend = backend
         with SweepProgress(request.metric) as progress:
-            driver.progress = progress
-            summary = driver.run()
+            summary = run_sweep(request, args.db, workers=args.workers, scheduler=args.scheduler,
+                                retries=args.retries, progress=progress)
     except (UsageError, ParamError, DataError, StoreError, ConnectionError, ValueError, OSError) as exc:
         return print_error(exc)
     except KeyboardInterrupt:
@@ -147,11 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         return print_error(f"{type(exc).__name__}: {exc}", status=1)
-    finally:
-        if backend is not None:
-            backend.close()
-        if db is not None:
-            db.dispose()  # close the pool now: an in-process caller keeps no connection
     if args.json:
         print(dumps_strict(summary))
     else:

@@ -81,6 +81,8 @@ class NoProgress:
 class SweepDriver:
     def __init__(self, request: SweepRequest, db: Any, backend: Backend | None = None,
                  progress: Progress | None = None) -> None:
+        """Checks the request's names and values and hashes its data files; ``db`` (a SQLAlchemy engine)
+        may be given later, before :meth:`run` (app/sweep/session.py checks the files first)."""
         self.req = request
         self.db = db
         self.backend = backend

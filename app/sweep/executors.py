@@ -20,17 +20,26 @@ import multiprocessing.forkserver
 import os
 from contextlib import contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Iterator
 
 from app.sweep.worker import THREAD_ENV, WORKER_IMPORTS
 
 
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+
+
 @contextmanager
-def _thread_env(threads: int) -> Iterator[None]:
-    """The thread-count variables set to ``threads`` for the processes started inside (the driver's
-    own BLAS is loaded already and keeps its threads), restored afterwards."""
-    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+def _forkserver_env(threads: int) -> Iterator[None]:
+    """The environment a forkserver starts with, restored afterwards: the thread-count variables set
+    to ``threads`` (the driver's own BLAS is loaded already and keeps its threads), and this project
+    on PYTHONPATH: Python 3.11's forkserver is handed the driver's sys.path but ignores it, so run from
+    any other working directory its preload would fail, silently, and every worker would import it
+    all again after forking."""
+    names = (*THREAD_ENV, "PYTHONPATH")
+    saved = {name: os.environ.get(name) for name in names}
     os.environ.update({name: str(threads) for name in THREAD_ENV})
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, saved["PYTHONPATH"]) if p)
     try:
         yield
     finally:
@@ -85,7 +94,7 @@ class LocalBackend(Backend):
             # ...and with what every task imports already imported: workers then start as a fork,
             # and the import runs while the driver still sets the sweep up.
             multiprocessing.set_forkserver_preload(list(WORKER_IMPORTS))
-            with _thread_env(self.threads):
+            with _forkserver_env(self.threads):
                 multiprocessing.forkserver.ensure_running()  # no-op if running (it keeps its environment)
         else:  # spawned workers copy the driver's environment whenever they start
             os.environ.update({name: str(self.threads) for name in THREAD_ENV})

@@ -19,14 +19,16 @@ class SweepProgress:
         self.task = self.bar.add_task("sweep", total=0, running=0, failed=0, best="–")
 
     def __enter__(self) -> "SweepProgress":
-        self.bar.start()
-        return self
+        return self  # shown from start(): a sweep refused while it is set up prints its one error line only
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        if self.bar.live.is_started:
+            self.bar.stop()
 
     def start(self, total: int, done: int, failed: int) -> None:
         self.bar.update(self.task, total=total, completed=done + failed, failed=failed)
+        if not self.bar.live.is_started:
+            self.bar.start()
 
     def add_total(self, n: int) -> None:
         total = self.bar.tasks[0].total or 0

@@ -124,6 +124,15 @@ def test_bad_input_is_one_line_and_stores_nothing(candles, db_url, capsys, args,
     assert _count(db_url, "runs") == 0 and _count(db_url, "sweeps") == 0
 
 
+def test_a_missing_data_file_is_refused_before_any_database_exists(tmp_path, capsys) -> None:
+    db = tmp_path / "new.db"
+    rc = run_sweep.main(["--data", str(tmp_path / "none.csv"), "--strategy", "zscore", "--grid", "window=20,30",
+                         "--db", str(db), "--workers", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"error: {tmp_path / 'none.csv'}: file not found"
+    assert not db.exists()
+
+
 def _count(url: str, table: str) -> int:
     try:
         return rows(url, f"select count(*) from {table}")[0][0]

@@ -4,6 +4,7 @@ so the limit must already be in the environment the pool starts with (else N wor
 on N cores)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -91,3 +92,35 @@ def test_run_sweep_as_a_workers_main_module_imports_nothing() -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+_PRELOAD_DRIVER = """
+import sys
+
+
+def preloaded():
+    return sorted(m for m in ("app.backtest", "feeds.files", "store.rows", "strategies.zscore") if m in sys.modules)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[1])  # as for `python /path/to/run_sweep.py`: the project is the script's folder
+    from app.sweep.executors import LocalBackend
+
+    backend = LocalBackend(1)
+    try:
+        print(backend.executor.submit(preloaded).result())
+    finally:
+        backend.close()
+"""
+
+
+def test_the_pool_preloads_a_tasks_imports_from_any_working_directory(tmp_path) -> None:
+    """The forkserver imports what a task needs once, before forking workers; run from another
+    folder (the project not on the forkserver's path) that import used to fail without a word."""
+    script = tmp_path / "driver.py"
+    script.write_text(_PRELOAD_DRIVER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(script), str(REPO)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['app.backtest', 'feeds.files', 'store.rows', 'strategies.zscore']"
