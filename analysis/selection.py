@@ -95,20 +95,42 @@ def probability_of_overfitting(returns: np.ndarray, n_splits: int = 16) -> Overf
 
     ``n_splits`` (S, even) is lowered to fit short histories (at least 2 rows per
     block). The first T mod S rows are dropped so all blocks are equal. The matrix may
-    be a transposed view of N per-configuration rows (as a sweep builds it): the blocks'
-    sums are read in place, without a T × N copy.
+    be a transposed view of N per-configuration rows: the blocks' sums are read in place.
     """
+    return overfit_from_moments(*matrix_moments(returns, n_splits))
+
+
+def matrix_moments(returns: np.ndarray, n_splits: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """S × N block sums and sums of squares of a T × N matrix's columns, and the periods per block."""
     m = np.asarray(returns, dtype=float)
     if m.ndim != 2 or m.shape[1] < 2:
         raise ValueError("PBO needs a T x N matrix with at least 2 configurations")
-    t, n = m.shape
+    s = split_count(m.shape[0], n_splits)
+    moments = [block_moments(m[:, j], s) for j in range(m.shape[1])]
+    return np.array([a for a, _ in moments]).T, np.array([b for _, b in moments]).T, m.shape[0] // s
+
+
+def split_count(t: int, n_splits: int = 16) -> int:
+    """S: ``n_splits`` lowered so each of S (even) blocks of a T-period history has at least 2 periods."""
     s = min(n_splits, (t // 2) // 2 * 2)
     if s < 2:
         raise ValueError(f"PBO needs at least 4 periods, got {t}")
-    rows = t // s
-    blocks = m[t % s:].T.reshape(n, s, rows)  # configuration × block × period: a view, whatever the layout
-    sums = blocks.sum(axis=2).T  # (S, N) per-block sufficient statistics
-    sq = np.einsum("nbr,nbr->bn", blocks, blocks)
+    return s
+
+
+def block_moments(returns: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """One configuration's sum and sum of squares over each of S equal blocks of its returns (the first
+    T mod S dropped): all CSCV needs of it, so a sweep's runs can be read one at a time."""
+    r = np.asarray(returns, dtype=float)
+    blocks = r[len(r) % s:].reshape(s, len(r) // s)
+    return blocks.sum(axis=1), np.einsum("br,br->b", blocks, blocks)
+
+
+def overfit_from_moments(sums: np.ndarray, sq: np.ndarray, rows: int) -> OverfitProbability:
+    """PBO from S × N per-block sums and sums of squares (:func:`block_moments`), ``rows`` periods a block."""
+    s, n = sums.shape
+    if n < 2:
+        raise ValueError("PBO needs at least 2 configurations")
     # Every split at once: row c of ``chosen`` marks the S/2 in-sample blocks of combination c.
     combos = np.array(list(itertools.combinations(range(s), s // 2)))
     chosen = np.zeros((len(combos), s))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from itertools import chain
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from analysis.selection import deflated_sharpe, probability_of_overfitting
+from analysis.selection import block_moments, deflated_sharpe, matrix_moments, overfit_from_moments, split_count
 from app.registry import get_spec
 from app.sweep.executors import Backend
 from app.sweep.plan import BROKER_NAMES, SearchDim, SweepTask, config_hash, grid_points
@@ -368,31 +369,65 @@ def selection_stats(db: Any, trials: list[dict[str, Any]], best: dict[str, Any])
         bpy = bars_per_year(timeframe_ms(r["timeframe"])) if r["timeframe"] else 1.0
         per_period.append(float(s) / math.sqrt(bpy) if isinstance(s, (int, float)) else 0.0)
     track = [r for r in done if r["data_path"] == best["data_path"] and r["seed"] == best["seed"]]
-    returns = _aligned_returns(db, track)
-    best_returns = returns[:, [r["id"] for r in track].index(best["id"])] if returns is not None \
-        else _returns(db, best["id"])
+    best_returns, moments = _track_returns(db, track, best["id"])
     dsr = deflated_sharpe(best_returns, np.asarray(per_period))
     out: dict[str, Any] = {"deflated_sharpe": _finite(dsr.dsr), "pbo": None, "n_trials": dsr.n_trials,
                            "best_sharpe_per_bar": _finite(dsr.sharpe), "expected_max_sharpe_per_bar": _finite(dsr.sr0),
                            "track_length": dsr.track_length, "skewness": _finite(dsr.skewness),
                            "kurtosis": _finite(dsr.kurtosis), "pbo_configs": len(track)}
-    if returns is not None and returns.shape[1] >= 2 and returns.shape[0] >= 8:
-        pbo = probability_of_overfitting(returns)
+    if moments is not None:
+        pbo = overfit_from_moments(*moments)
         out.update(pbo=pbo.pbo, pbo_splits=pbo.n_splits, pbo_combinations=pbo.n_combinations)
     return out
+
+
+def _track_returns(db: Any, track: list[dict[str, Any]], best_id: str
+                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int] | None]:
+    """The best run's bar returns, and the CSCV block moments (S × N sums, sums of squares, rows per
+    block) of every run of its track over the bars all of them measured (None: too few runs or bars).
+
+    Usually every run measured the same bars: then one run's curve is in memory at a time (a sweep of
+    500 runs on 1M bars would otherwise hold 4 GB of returns). Runs over different bars are aligned
+    on the bars they share first, with every curve loaded.
+    """
+    curves = (load_equity(db, r["id"]) for r in track)
+    first = next(curves, None)
+    if first is None:
+        return _returns(db, best_id), None
+    ts0, t = first[0], len(first[0]) - 1
+    s = split_count(t) if len(track) >= 2 and t >= 8 else 0
+    sums, squares, best = [], [], None
+    for r, (ts, eq) in zip(track, chain([first], curves)):
+        if not np.array_equal(ts, ts0):
+            return _aligned_track(db, track, best_id)
+        if r["id"] == best_id or s:
+            returns = np.divide(eq[1:], eq[:-1])
+            returns -= 1.0
+            if r["id"] == best_id:
+                best = returns
+            if s:
+                total, square = block_moments(returns, s)
+                sums.append(total)
+                squares.append(square)
+    best = best if best is not None else _returns(db, best_id)
+    return best, (np.array(sums).T, np.array(squares).T, t // s) if s else None
+
+
+def _aligned_track(db: Any, track: list[dict[str, Any]], best_id: str
+                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int] | None]:
+    returns = aligned_returns([tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in track])
+    if returns is None:
+        return _returns(db, best_id), None
+    best = returns[:, [r["id"] for r in track].index(best_id)]
+    if returns.shape[1] < 2 or returns.shape[0] < 8:
+        return best, None
+    return best, matrix_moments(returns)
 
 
 def _returns(db: Any, run_id: str) -> np.ndarray:
     _, eq = load_equity(db, run_id)
     e = np.asarray(eq, dtype=float)
     return e[1:] / e[:-1] - 1.0 if len(e) > 1 else np.zeros(0)
-
-
-def _aligned_returns(db: Any, runs: list[dict[str, Any]]) -> np.ndarray | None:
-    """T × N bar returns of runs on the same bars, over the bars all of them measured (N × T floats in memory)."""
-    if not runs:
-        return None
-    return aligned_returns([tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in runs])
 
 
 def aligned_returns(curves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:

@@ -115,3 +115,48 @@ def test_returns_are_aligned_on_the_bars_every_run_measured() -> None:
     np.testing.assert_array_equal(late, np.column_stack([a[keep][1:] / a[keep][:-1] - 1,
                                                          b[keep][1:] / b[keep][:-1] - 1]))
     assert aligned_returns([(ts, a), (ts[8:], b[8:])]) is None  # fewer than 3 common bars
+
+
+def _stored_curves(tmp_path, curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[object, list[dict]]:
+    from domain.events import EngineEvents
+    from store.db import init_db
+    from store.repository import RunSpec, create_run, save_backtest
+
+    db = init_db(str(tmp_path / "curves.db"))
+    track = []
+    for ts, eq in curves:
+        run_id = create_run(db, RunSpec(mode="backtest", strategy="zscore", initial_cash=float(eq[0])))
+        zeros = [0.0] * len(ts)
+        save_backtest(db, run_id, EngineEvents(equity_ts_ms=list(map(int, ts)), equity_cash=list(eq),
+                                               equity_position=zeros, equity_close=zeros, equity_quote=list(eq)),
+                      {}, {}, None)
+        track.append({"id": run_id})
+    return db, track
+
+
+def test_a_sweeps_runs_are_judged_one_curve_at_a_time_as_from_the_whole_matrix(tmp_path) -> None:
+    """The summary streams each stored run's returns into its block moments; the result is the PBO and
+    best-run returns of the T × N matrix built from all the curves at once. Curves over different
+    bars are aligned first, with the same answer as aligning them by hand."""
+    from analysis.selection import matrix_moments, overfit_from_moments
+    from app.sweep.driver import _track_returns
+
+    rng = np.random.default_rng(9)
+    ts = np.arange(301, dtype=np.int64) * 3_600_000
+    curves = [(ts, 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.01, len(ts)))) for _ in range(5)]
+    db, track = _stored_curves(tmp_path, curves)
+    best, moments = _track_returns(db, track, track[3]["id"])
+    matrix = aligned_returns(curves)
+    assert best.tobytes() == np.ascontiguousarray(matrix[:, 3]).tobytes()
+    expected = matrix_moments(matrix)
+    assert moments[2] == expected[2]
+    assert np.array_equal(moments[0], expected[0]) and np.array_equal(moments[1], expected[1])
+    assert overfit_from_moments(*moments).pbo == probability_of_overfitting(matrix).pbo
+
+    late = [curves[0], (ts[5:], curves[1][1][5:]), curves[2]]  # one run started 5 bars later
+    (tmp_path / "late").mkdir()
+    db, track = _stored_curves(tmp_path / "late", late)
+    best, moments = _track_returns(db, track, track[1]["id"])
+    matrix = aligned_returns(late)
+    assert len(best) == len(ts) - 6 and best.tobytes() == np.ascontiguousarray(matrix[:, 1]).tobytes()
+    assert np.array_equal(moments[0], matrix_moments(matrix)[0])
