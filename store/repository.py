@@ -1,4 +1,4 @@
-"""Converts domain objects to rows and owns every transaction (STYLE.md §9).
+"""Owns every transaction (STYLE.md §9): writes the rows store/rows.py builds from domain objects, and reads runs back.
 
 - Writes go through SQLAlchemy Core (executemany), never one ORM object per row.
 - A backtest's results land in ONE transaction with the status change to

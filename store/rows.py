@@ -46,7 +46,7 @@ class PreparedRun:
     packed: PackedRows | None = None  # orders, fills and trades packed for a SQLite store (see packed_rows)
 
     def packed_rows(self) -> PreparedRun:
-        """The same run with its orders, fills and trades as one SQLite image (store/bulk.py
+        """The same run with its orders, fills and trades as one SQLite image (store/batch.py
         PackedRows): built by a sweep worker when the store is SQLite, so the driver's insert is
         one INSERT … SELECT per table. Any store still takes it."""
         keyed = [(name, batch) for name, batch in self.tables if name in KEYED_TABLES]
