@@ -50,7 +50,6 @@ from strategies.params import ParamError
 SEED = number(int, lo=0, hi=2**32 - 1)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="run_sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="candle files (each is swept)")

@@ -384,50 +384,49 @@ def selection_stats(db: Any, trials: list[dict[str, Any]], best: dict[str, Any])
 def _track_returns(db: Any, track: list[dict[str, Any]], best_id: str
                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int] | None]:
     """The best run's bar returns, and the CSCV block moments (S × N sums, sums of squares, rows per
-    block) of every run of its track over the bars all of them measured (None: too few runs or bars).
+    block) of every run of its track (which holds the best run) over the bars all of them measured
+    (None: too few runs or bars).
 
     Usually every run measured the same bars: then one run's curve is in memory at a time (a sweep of
     500 runs on 1M bars would otherwise hold 4 GB of returns). Runs over different bars are aligned
     on the bars they share first, with every curve loaded.
     """
     curves = (load_equity(db, r["id"]) for r in track)
-    first = next(curves, None)
-    if first is None:
-        return _returns(db, best_id), None
+    first = next(curves)
     ts0, t = first[0], len(first[0]) - 1
     s = split_count(t) if len(track) >= 2 and t >= 8 else 0
-    sums, squares, best = [], [], None
+    sums, squares, best = [], [], np.zeros(0)
     for r, (ts, eq) in zip(track, chain([first], curves)):
         if not np.array_equal(ts, ts0):
             return _aligned_track(db, track, best_id)
         if r["id"] == best_id or s:
-            returns = np.divide(eq[1:], eq[:-1])
-            returns -= 1.0
+            returns = _bar_returns(eq)
             if r["id"] == best_id:
                 best = returns
             if s:
                 total, square = block_moments(returns, s)
                 sums.append(total)
                 squares.append(square)
-    best = best if best is not None else _returns(db, best_id)
     return best, (np.array(sums).T, np.array(squares).T, t // s) if s else None
 
 
 def _aligned_track(db: Any, track: list[dict[str, Any]], best_id: str
                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int] | None]:
-    returns = aligned_returns([tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in track])
+    curves = [tuple(np.asarray(c) for c in load_equity(db, r["id"])) for r in track]
+    at = [r["id"] for r in track].index(best_id)
+    returns = aligned_returns(curves)
     if returns is None:
-        return _returns(db, best_id), None
-    best = returns[:, [r["id"] for r in track].index(best_id)]
+        return _bar_returns(curves[at][1]), None
     if returns.shape[1] < 2 or returns.shape[0] < 8:
-        return best, None
-    return best, matrix_moments(returns)
+        return returns[:, at], None
+    return returns[:, at], matrix_moments(returns)
 
 
-def _returns(db: Any, run_id: str) -> np.ndarray:
-    _, eq = load_equity(db, run_id)
-    e = np.asarray(eq, dtype=float)
-    return e[1:] / e[:-1] - 1.0 if len(e) > 1 else np.zeros(0)
+def _bar_returns(equity: np.ndarray) -> np.ndarray:
+    """Bar-to-bar returns of an equity curve (empty for fewer than 2 marks)."""
+    returns = np.divide(equity[1:], equity[:-1])
+    returns -= 1.0
+    return returns
 
 
 def aligned_returns(curves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
