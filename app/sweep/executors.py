@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import threading
 from contextlib import contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -53,6 +54,18 @@ def _forkserver_env(threads: int) -> Iterator[None]:
 def _init_local_worker(threads: int) -> None:
     for name in THREAD_ENV:
         os.environ[name] = str(threads)
+    driver = multiprocessing.parent_process()  # the driver (not the forkserver this process forked from)
+    if driver is not None:
+        threading.Thread(target=_exit_with, args=(driver,), name="exit-with-driver", daemon=True).start()
+
+
+def _exit_with(driver: multiprocessing.process.BaseProcess) -> None:
+    """End this worker when the driver is gone (SIGKILL, OOM): its result could never be read, and a
+    worker blocked writing a large result into a pipe nobody reads, or waiting for a task nobody sends,
+    would otherwise stay forever, keeping the forkserver alive with it. A driver that ends normally has
+    shut its workers down first."""
+    driver.join()  # returns when the driver's end of the pipe it started this worker through closes
+    os._exit(1)
 
 
 class Backend:

@@ -178,13 +178,18 @@ def _assert_each_configuration_once(url: str, name: str) -> None:
 
 
 def test_sigkill_of_the_driver_then_restart_stores_every_configuration_once(long_candles, db_url) -> None:
+    import psutil
+
     proc = _start_sweep(long_candles, db_url, "killed", workers=2)
     try:
         stored = _wait_for_runs(db_url, "killed", 2, proc)
+        pool = psutil.Process(proc.pid).children(recursive=True)  # forkserver, workers, resource tracker
         os.kill(proc.pid, signal.SIGKILL)  # the driver only; its pool's workers lose their parent
         proc.wait(timeout=30)
+        _, left = psutil.wait_procs(pool, timeout=20)  # ...and end by themselves, not stay blocked forever
     finally:
         _kill_group(proc)
+    assert not left, f"pool processes still running after the driver was killed: {[p.pid for p in left]}"
     assert 2 <= stored < 12
     again = subprocess.run([sys.executable, "run_sweep.py", "--data", str(long_candles), "--strategy", "zscore",
                             "--grid", "window=20,30,40,50", "--grid", "entry_z=1.5,2,2.5", "--workers", "2",
