@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from app.registry import StrategySpec, get_spec
+from domain.events import ChunkListener
 from engine.backtest import BacktestResult, run_backtest
 from engine.broker import BrokerConfig
 from domain.series import BarSeries
@@ -91,15 +92,17 @@ def tradable_start(strategy: Strategy, series: BarSeries, trade_from: int | None
 
 
 def execute(request: BacktestRequest, series: BarSeries, *, progress: ProgressFactory | None = None,
-            strategy: Strategy | None = None) -> BacktestOutcome:
-    """Run one backtest start to finish without touching the store."""
+            strategy: Strategy | None = None, on_chunk: ChunkListener | None = None) -> BacktestOutcome:
+    """Run one backtest start to finish without touching the store (``on_chunk``: see
+    :func:`engine.backtest.run_backtest`)."""
     spec, params, broker = resolve(request)
     if strategy is None:
         strategy = spec.build(params, series.timeframe_ms)
     trade_from = tradable_start(strategy, series, request.trade_from_ms)
     if progress is not None and (models := spec.model_count(strategy, series)) > 0:  # no bar without models
         spec.watch_models(strategy, progress(models))
-    result = run_backtest(series, strategy, broker, engine=request.engine, trade_from_ms=trade_from)
+    result = run_backtest(series, strategy, broker, engine=request.engine, trade_from_ms=trade_from,
+                          on_chunk=on_chunk)
     report: dict[str, Any] = result.baseline_report()  # buy-and-hold's metrics and the inputs of its curve
     if request.with_report and spec.report is not None:
         report.update(spec.report(strategy, series, broker, result, trade_from))

@@ -11,7 +11,8 @@ from app.backtest import BacktestOutcome, BacktestRequest, ProgressFactory, exec
 from app.registry import config_dict
 from domain.series import BarSeries
 from domain.times import timeframe_name
-from store.repository import RunSpec, create_run, mark_run, refuse_taken_name, save_backtest
+from store.repository import (BacktestWriter, RunSpec, backtest_writer, create_run, mark_run, refuse_taken_name,
+                              streams_while_running)
 from strategies.base import Strategy
 
 
@@ -46,8 +47,13 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
         refuse_taken_name(db, name)
     run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra))
     try:
-        outcome = execute(request, series, progress=progress, strategy=strategy)
-        save_outcome(db, run_id, outcome)
+        if streams_while_running(db):  # final rows go to the server while the loop runs
+            with backtest_writer(db, run_id) as writer:
+                outcome = execute(request, series, progress=progress, strategy=strategy, on_chunk=writer.add_final)
+                _finish(writer, outcome)
+        else:
+            outcome = execute(request, series, progress=progress, strategy=strategy)
+            save_outcome(db, run_id, outcome)
     except BaseException as exc:
         mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -55,6 +61,12 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
 
 
 def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:
+    """Store a finished backtest in one transaction and mark its run completed."""
+    with backtest_writer(db, run_id) as writer:
+        _finish(writer, outcome)
+
+
+def _finish(writer: BacktestWriter, outcome: BacktestOutcome) -> None:
     r = outcome.result
-    save_backtest(db, run_id, r.events, r.order_status, r.metrics.to_dict(), outcome.report,
+    writer.finish(r.events, r.order_status, r.metrics.to_dict(), outcome.report,
                   model_versions=outcome.spec.model_versions(outcome.strategy), start_ts=r.start_ts, end_ts=r.end_ts)

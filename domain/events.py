@@ -7,7 +7,7 @@ each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from domain.columns import Column, SignalLog
 from domain.types import Bar, EquityPoint, Fill, Order, SignalPoint, Trade
@@ -66,3 +66,13 @@ class EngineEvents:
                            ("equity_close", "d"), ("equity_quote", "d")):
             if not isinstance(getattr(self, name), Column):
                 setattr(self, name, Column(code, getattr(self, name)))
+
+
+ChunkListener = Callable[[EngineEvents, Mapping[str, str]], None]
+"""Called by a backtest between chunks of bars with the events so far and each order's status.
+
+Why: a store can write what is already final (fills, trades, orders no longer open) while
+the loop goes on, instead of all of it after the run. The listener runs on the loop's
+thread and may only read: ``EngineEvents`` only grows, and an order whose status is in
+:data:`domain.types.FINAL_STATUSES` never changes again.
+"""

@@ -56,6 +56,7 @@ FILLED = "filled"
 CANCELLED = "cancelled"  # by the strategy, an OCO sibling, a closed position or a cancelled entry
 EXPIRED = "expired"  # ``expire_after_bars`` passed without a fill
 REJECTED = "rejected"  # refused by the venue (backtrader only: margin)
+FINAL_STATUSES = frozenset({FILLED, CANCELLED, EXPIRED, REJECTED})  # an order in one of them never changes again
 
 
 class Order(NamedTuple):  # NamedTuple: made in the hot loop, far cheaper than a frozen dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from operator import attrgetter, mul
 from typing import Any
 
-from domain.events import EngineEvents
+from domain.events import ChunkListener, EngineEvents
 from domain.heap import release_free_heap
 from domain.series import BarSeries
 from engine.broker import BrokerConfig
@@ -44,12 +44,13 @@ class BacktestResult:
 
 
 def run_backtest(series: BarSeries, strategy: Strategy, config: BrokerConfig, *, engine: str = "native",
-                 trade_from_ms: int | None = None) -> BacktestResult:
-    """Run ``strategy`` over ``series`` in the chosen engine and measure it."""
+                 trade_from_ms: int | None = None, on_chunk: ChunkListener | None = None) -> BacktestResult:
+    """Run ``strategy`` over ``series`` in the chosen engine and measure it. ``on_chunk`` sees the
+    native engine's events as they grow (domain.events.ChunkListener); backtrader's come only at the end."""
     strategy.prepare_backtest(series)
     if engine == "native":
         eng = Engine(strategy, config, trade_from_ms=trade_from_ms)
-        events = eng.run_series(series)
+        events = eng.run_series(series, on_chunk)
         status = dict(eng.broker.status)
     elif engine == "backtrader":
         from engine.backtrader_adapter import run_in_backtrader

@@ -30,7 +30,7 @@ import numpy as np
 
 from domain.columns import COMPACT_EVERY
 from domain.errors import DataError
-from domain.events import EngineEvents, StepResult
+from domain.events import ChunkListener, EngineEvents, StepResult
 from domain.series import BarSeries, make_bar
 from domain.types import Bar, EquityPoint, Fill, Order, Trade
 from engine.broker import BrokerConfig, SimulatedBroker
@@ -75,8 +75,10 @@ class Engine(StrategyContext):
         self._bar_fills: tuple[list[Fill], list[Trade]] = _NO_FILLS
 
     # ---- running -------------------------------------------------------------------
-    def run(self, bars: Iterable[Bar]) -> EngineEvents:
-        """Feed every bar, then stop the strategy. Returns the run's events."""
+    def run(self, bars: Iterable[Bar], on_chunk: ChunkListener | None = None) -> EngineEvents:
+        """Feed every bar, then stop the strategy. Returns the run's events.
+
+        ``on_chunk`` (if given) sees the events after every chunk of bars (domain.events.ChunkListener)."""
         self.begin()
         advance = self._advance
         compact_signals = self.events.signals.compact_if_due
@@ -88,11 +90,13 @@ class Engine(StrategyContext):
                 for bar in chunk:
                     advance(bar)
                 compact_signals()
+                if on_chunk is not None:
+                    on_chunk(self.events, self.broker.status)
         self.end()
         return self.events
 
-    def run_series(self, series: BarSeries) -> EngineEvents:
-        """:meth:`run` over a whole series, with quiet bars passed in bulk.
+    def run_series(self, series: BarSeries, on_chunk: ChunkListener | None = None) -> EngineEvents:
+        """:meth:`run` over a whole series, with quiet bars passed in bulk (``on_chunk`` as for :meth:`run`).
 
         Whenever nothing is pending after a bar, the strategy is asked how many of the next bars
         it would pass without an order (:meth:`strategies.base.Strategy.quiet_bars`, after its
@@ -105,7 +109,7 @@ class Engine(StrategyContext):
         strategy = self.strategy
         if type(strategy).quiet_bars is Strategy.quiet_bars or len(series) < 2 \
                 or not bool(np.all(series.ts_ms[1:] > series.ts_ms[:-1])):
-            return self.run(series.iter_bars())  # (bars out of order: run() says at which one)
+            return self.run(series.iter_bars(), on_chunk)  # (bars out of order: run() says at which one)
         self.begin()
         advance, broker, ev = self._advance, self.broker, self.events
         with _rare_collections():
@@ -127,6 +131,8 @@ class Engine(StrategyContext):
                         last = i - 1
                         self.bar = make_bar((t_[last], o_[last], h_[last], l_[last], c_[last], v_[last]))
                 ev.signals.compact_if_due()
+                if on_chunk is not None:
+                    on_chunk(ev, broker.status)
         self.end()
         return self.events
 
