@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 1000 <= args.small < args.bars:
         parser.error("need 1000 <= --small < --bars")
 
-    work = Path(tempfile.mkdtemp(prefix="store-bench-"))
+    with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:  # ~0.5 GB of CSV and databases
+        return _measure(args, Path(tmp))
+
+
+def _measure(args: argparse.Namespace, work: Path) -> int:
     series = synthetic_bars(args.bars, args.seed)
     files = {}
     for n in (args.small, args.bars):
