@@ -2,10 +2,11 @@
 rows written after it, order and ids included; a failure after some were written leaves nothing."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 import app.stored_backtest as stored
 import engine.loop as loop
@@ -138,3 +139,35 @@ def test_postgres_stores_while_running_and_sqlite_after(pg_url: str, tmp_path) -
     finally:
         for db in dbs.values():
             db.dispose()
+
+
+@pytest.mark.pg
+def test_a_server_that_ends_idle_transactions_does_not_end_a_slow_run(pg_url: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers often set idle_in_transaction_session_timeout; a run's transaction idles between chunks
+    (a score model trains for minutes) and must not be ended for it."""
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        name = conn.scalar(text("SELECT current_database()"))
+        conn.execute(text(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = 200'))
+    admin.dispose()
+    db = init_db(pg_url)
+    try:
+        with db.connect() as conn:
+            assert conn.scalar(text("SHOW idle_in_transaction_session_timeout")) == "200ms"
+        real_execute = stored.execute
+
+        def slow_execute(*args: Any, on_chunk: Any = None, **kwargs: Any) -> Any:
+            def listen(events, status) -> None:
+                on_chunk(events, status)
+                if len(events.orders) and not getattr(listen, "slept", False):
+                    listen.slept = True
+                    time.sleep(0.6)  # idle in the open transaction, rows already written
+            return real_execute(*args, on_chunk=listen, **kwargs)
+
+        monkeypatch.setattr(stored, "execute", slow_execute)
+        run_id, outcome = stored.run_and_store(db, BacktestRequest(strategy="zscore"), BARS)
+        assert get_run(db, run_id).status == "completed"
+        assert count_rows(db, run_id)["fills"] == len(outcome.result.events.fills) > 0
+    finally:
+        db.dispose()
