@@ -61,7 +61,7 @@ def test_sweep_on_a_local_dask_cluster_equals_runs_one_by_one(candles, db_url, t
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+                      dashboard_address="127.0.0.1:0") as cluster:  # a free port: suites may run side by side
         out = sweep_json(capsys, "--data", candles, "--strategy", "zscore", "--grid", "window=20,50",
                          "--grid", "entry_z=1.5:2.5:0.5", "--grid", "fee_bps=0,10", "--scheduler",
                          cluster.scheduler_address, "--db", db_url, "--name", "dask-grid", "--json")
