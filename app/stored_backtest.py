@@ -47,7 +47,7 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
         refuse_taken_name(db, name)
     run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra))
     try:
-        if streams_while_running(db):  # final rows go to the server while the loop runs
+        if streams_while_running(db) and request.engine == "native":  # rows go to the server while the loop runs
             with backtest_writer(db, run_id) as writer:
                 outcome = execute(request, series, progress=progress, strategy=strategy, on_chunk=writer.add_final)
                 _finish(writer, outcome)
