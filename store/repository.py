@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -23,15 +24,14 @@ from domain.events import EngineEvents
 from domain.records import ModelVersionRecord
 from domain.redact import mask_secrets, mask_text
 from domain.strict_json import jsonable
-from domain.heap import gc_paused
 from domain.types import FINAL_STATUSES, Bar, Fill, Order, SignalPoint, Trade
 from store.batch import PackedRows, RowBatch
 from store.bulk import write_batch, write_packed
 from store.db import StoreError
 from store.lease import verify_and_renew
 from store.provenance import code_version, utc_now_iso
-from store.rows import (KEYED_TABLES, PreparedRun, activity_rows, backtest_chunks, backtest_results, fill_rows,
-                        model_version_rows, new_run_id, order_rows, trade_rows)
+from store.rows import (KEYED_TABLES, PreparedRun, activity_rows, backtest_chunks, backtest_results,
+                        model_version_rows, new_run_id)
 from store.schema import BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, TradeRow, of_run, run_key_of
 from store.series import (GROUPS, SeriesFrame, compact_tail, last_chunked_values, read_group, stored_length,
                           write_chunks)
@@ -175,30 +175,24 @@ class BacktestWriter:
         done = self._orders
         while done < len(orders) and status.get(orders[done].client_id) in FINAL_STATUSES:
             done += 1
-        self._write_up_to(events, status, done, len(events.fills), len(events.trades))
+        _write_tables(self._conn, self._rows_up_to(events, status, done, len(events.fills), len(events.trades)),
+                      self._key, self._submit)
 
     def finish(self, events: EngineEvents, order_status: Mapping[str, str], metrics: dict[str, Any],
                report: dict[str, Any] | None, model_versions: Sequence[ModelVersionRecord] = (),
                start_ts: int | None = None, end_ts: int | None = None) -> None:
-        if model_versions:
-            self._submit(_insert_model_versions, self._conn, self._run_id, model_versions)
-        self._write_up_to(events, order_status, len(events.orders), len(events.fills), len(events.trades))
-        self._submit(write_chunks, self._conn, backtest_chunks(self._run_id, events))
-        self._submit(_mark_completed, self._conn, self._run_id,
-                     backtest_results(events, metrics, report, start_ts, end_ts))
+        tables = chain([("model_versions", model_version_rows(self._run_id, model_versions))],
+                       self._rows_up_to(events, order_status, len(events.orders), len(events.fills), len(events.trades)))
+        _write_run(self._conn, self._run_id, tables, None, lambda: backtest_chunks(self._run_id, events),
+                   backtest_results(events, metrics, report, start_ts, end_ts), self._submit, self._key)
 
-    def _write_up_to(self, events: EngineEvents, status: Mapping[str, str], orders: int, fills: int,
-                     trades: int) -> None:
-        """Write each table's rows from where the last write stopped up to the given counts."""
-        slices = (("orders", lambda: order_rows(events.orders[self._orders:orders], status)),
-                  ("fills", lambda: fill_rows(events.fills[self._fills:fills])),
-                  ("trades", lambda: trade_rows(events.trades[self._trades:trades], self._trades)))
-        for name, build in slices:
-            with gc_paused():
-                batch = build()
-            if len(batch):
-                self._submit(_write_run_rows, self._conn, name, batch, self._key)
+    def _rows_up_to(self, events: EngineEvents, status: Mapping[str, str], orders: int, fills: int,
+                    trades: int) -> Iterator[tuple[str, RowBatch]]:
+        """Each table's rows from where the last write stopped up to the given counts, built as they are asked for."""
+        o, f, t = self._orders, self._fills, self._trades
         self._orders, self._fills, self._trades = orders, fills, trades
+        return activity_rows(self._run_id, events.orders[o:orders], status, events.fills[f:fills],
+                             events.trades[t:trades], t, ())
 
 
 def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
@@ -209,16 +203,23 @@ def write_prepared(conn: Connection, prepared: PreparedRun) -> None:
 
 def _write_run(conn: Connection, run_id: str, tables: Iterable[tuple[str, RowBatch]], packed: PackedRows | None,
                chunks: Callable[[], list[dict[str, Any]]], results: dict[str, Any],
-               submit: Callable[..., None]) -> None:
+               submit: Callable[..., None], key: int | None = None) -> None:
     """A finished backtest's writes, in order, each handed to ``submit(fn, *args)``; ``tables`` and
-    ``chunks`` may be built lazily, between submissions."""
-    key = _run_key(conn, run_id)
-    for name, batch in tables:
-        submit(_write_run_rows, conn, name, batch, key)
+    ``chunks`` may be built lazily, between submissions. ``key``: the run's, when the caller has it."""
+    key = _run_key(conn, run_id) if key is None else key
+    _write_tables(conn, tables, key, submit)
     if packed is not None:
         submit(write_packed, conn, RunRow.metadata.tables, packed, {"run_key": key})
     submit(write_chunks, conn, chunks())
     submit(_mark_completed, conn, run_id, results)
+
+
+def _write_tables(conn: Connection, tables: Iterable[tuple[str, RowBatch]], key: int | None,
+                  submit: Callable[..., None]) -> None:
+    """Each non-empty table's rows, in order, handed to ``submit``."""
+    for name, batch in tables:
+        if len(batch):
+            submit(_write_run_rows, conn, name, batch, key)
 
 
 def _call(fn: Callable[..., None], *args: Any) -> None:
@@ -423,8 +424,7 @@ def _insert_activity(conn: Connection, run_id: str, orders: Sequence[Order], sta
                      signals: Sequence[SignalPoint]) -> None:
     """Orders (with their current status), fills, trades and signals: shared by backtests and paper bars."""
     key = _run_key(conn, run_id) if orders or fills or trades else None
-    for name, batch in activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals):
-        _write_run_rows(conn, name, batch, key)
+    _write_tables(conn, activity_rows(run_id, orders, status, fills, trades, trade_seq_start, signals), key, _call)
 
 
 def _write_run_rows(conn: Connection, table_name: str, batch: RowBatch, run_key: int | None) -> None:

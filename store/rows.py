@@ -14,7 +14,7 @@ from array import array
 from dataclasses import dataclass, replace
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -124,7 +124,7 @@ def _fields(records: Sequence[tuple], kind: type, names: Sequence[str]) -> dict[
     return {name: list(map(itemgetter(kind._fields.index(name)), records)) for name in names}
 
 
-def order_rows(orders: Sequence[Order], status: dict[str, str]) -> RowBatch:
+def order_rows(orders: Sequence[Order], status: Mapping[str, str]) -> RowBatch:
     """orders rows without their run (written with the run's key, see :func:`_write_run_rows`)."""
     f = _fields(orders, Order, ("client_id", "created_ts_ms", "type", "side", "qty", "target_fraction", "price",
                                 "reason", "signal", "threshold", "model_version"))
@@ -163,7 +163,7 @@ def signal_rows(run_id: str, signals: Sequence[SignalPoint]) -> RowBatch:
     return RowBatch.from_columns(columns, floats=("signal", "threshold", "unusualness"))
 
 
-def activity_rows(run_id: str, orders: Sequence[Order], status: dict[str, str], fills: Sequence[Fill],
+def activity_rows(run_id: str, orders: Sequence[Order], status: Mapping[str, str], fills: Sequence[Fill],
                    trades: Sequence[Trade], trade_seq_start: int,
                    signals: Sequence[SignalPoint]) -> Iterator[tuple[str, RowBatch]]:
     """Each table's rows, built when the caller asks for it (a writer may insert one meanwhile)."""
