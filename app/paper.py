@@ -124,10 +124,7 @@ class PaperSession:
         return carried + self._drain_model_versions()
 
     def _drain_model_versions(self) -> list[ModelVersionRecord]:
-        fresh: list[ModelVersionRecord] = getattr(self.strategy, "new_model_versions", None) or []
-        if not fresh:
-            return []
-        self.strategy.new_model_versions = []  # type: ignore[attr-defined]
+        fresh = self.strategy.drain_model_versions()
         out = [r for r in fresh if r.fold_index not in self._stored_folds]
         self._stored_folds.update(r.fold_index for r in out)
         return out

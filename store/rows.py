@@ -24,7 +24,7 @@ from domain.records import ModelVersionRecord
 from domain.strict_json import jsonable
 from domain.types import Fill, Order, OrderType, Side, SignalPoint, Trade
 from store.batch import PackedRows, RowBatch
-from store.chunks import SERIES_COLUMNS, chunk_rows, column_from_python
+from store.chunks import chunk_rows
 from store.provenance import utc_now_iso
 
 KEYED_TABLES = frozenset({"orders", "fills", "trades"})  # rows refer to runs.key, not runs.id
@@ -74,8 +74,7 @@ def backtest_tables(run_id: str, events: EngineEvents, order_status: dict[str, s
 
 def backtest_chunks(run_id: str, events: EngineEvents) -> list[dict[str, Any]]:
     """series_chunks rows of a backtest's equity and signal columns."""
-    signals = events.signals.columns() if hasattr(events.signals, "columns") else signal_columns(events.signals)
-    series = {"equity": equity_columns(events), "signals": signals if len(events.signals) else None}
+    series = {"equity": equity_columns(events), "signals": events.signals.columns() if len(events.signals) else None}
     return [row for group, cols in series.items() if cols is not None for row in chunk_rows(run_id, group, cols)]
 
 
@@ -100,14 +99,6 @@ def equity_columns(ev: EngineEvents) -> dict[str, tuple[np.ndarray, None]] | Non
     return {"ts": (view(ev.equity_ts_ms, np.int64), None), "cash": (view(ev.equity_cash, np.float64), None),
             "position": (view(ev.equity_position, np.float64), None),
             "close": (view(ev.equity_close, np.float64), None), "equity": (view(ev.equity_quote, np.float64), None)}
-
-
-def signal_columns(signals: Sequence[SignalPoint]) -> dict[str, tuple[np.ndarray, np.ndarray | None]] | None:
-    """SignalPoints as columns; threshold, unusualness and model version may be None."""
-    if not signals:
-        return None
-    spec = SERIES_COLUMNS["signals"]
-    return {name: column_from_python([s[k] for s in signals], dtype) for k, (name, dtype) in enumerate(spec)}
 
 
 def new_run_id() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from domain.records import ModelVersionRecord
     from domain.types import Bar, Order, Side
 
 
@@ -31,6 +32,11 @@ class Context(Protocol):
     cash_quote: float
     equity_quote: float
     bars_in_position: int | None
+
+    @property
+    def pending_orders(self) -> "list[Order]":
+        """Orders submitted and not yet filled, cancelled or expired (a copy)."""
+        ...
 
     def target_percent(self, fraction: float, reason: str, **info: Any) -> "Order | None": ...
     def close(self, reason: str, **info: Any) -> "Order | None": ...
@@ -78,6 +84,11 @@ class Strategy:
         them is the strategy's to record with ``ctx.record_signals``: now, or with the run's other
         signals in on_stop (as the z-score strategy does: one call for the whole run)."""
         raise NotImplementedError(f"{type(self).__name__} promised quiet bars but cannot skip them")
+
+    def drain_model_versions(self) -> "list[ModelVersionRecord]":
+        """Models fitted or reused since the last call, once each (none by default). A paper run
+        stores them with the next bar's commit, so a restart reloads them instead of retraining."""
+        return []
 
     def on_start(self, ctx: Context) -> None:
         """Called once before the first bar."""

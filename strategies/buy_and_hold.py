@@ -19,5 +19,5 @@ class BuyAndHold(Strategy):
         self.config = config
 
     def on_bar(self, bar: Bar, ctx: Context) -> None:
-        if ctx.position_qty == 0.0 and not getattr(ctx, "pending_orders", None):
+        if ctx.position_qty == 0.0 and not ctx.pending_orders:
             ctx.target_percent(self.config.fraction, "entry")

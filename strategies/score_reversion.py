@@ -157,18 +157,21 @@ class ScoreReversion(Strategy):
         """Every fold this run used (for storing a finished backtest)."""
         return [model_version_record(f, self.config.walk_forward) for f in self.folds]
 
+    def drain_model_versions(self) -> list[ModelVersionRecord]:
+        fresh, self._new_model_versions = self._new_model_versions, []
+        return fresh
+
     def _reset(self) -> None:
         self.walk.reset()
         self.walk.on_fold = self._fold_started
         self._features = IncrementalFeatures(self.spec)
         self._index = 0
         self._block: tuple[int, FoldModel, FoldScores] | None = None
-        # Folds fitted or reused since the runner last drained this list (a paper run clears it).
-        self.new_model_versions: list[ModelVersionRecord] = []
+        self._new_model_versions: list[ModelVersionRecord] = []  # since the last drain_model_versions
         self.forecasts = ForecastLog()
 
     def _fold_started(self, fold: FoldModel, reused: bool) -> None:
-        self.new_model_versions.append(model_version_record(fold, self.config.walk_forward))
+        self._new_model_versions.append(model_version_record(fold, self.config.walk_forward))
         if self.on_fold is not None:
             self.on_fold(fold, reused)
 
@@ -322,7 +325,7 @@ class ScoreReversion(Strategy):
 
     def _entry_resting(self, ctx: Context) -> bool:
         """A passive entry (with its bracket) still rests: place no other until it fills or expires."""
-        return self.config.passive and bool(getattr(ctx, "pending_orders", None))
+        return self.config.passive and bool(ctx.pending_orders)
 
     def _enter(self, bar: Bar, ctx: Context, fraction: float, info: dict[str, Any]) -> None:
         cfg = self.config
