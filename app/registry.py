@@ -114,9 +114,9 @@ def _buyhold(params: Mapping[str, Any], timeframe_ms: int) -> "Strategy":
     return BuyAndHold()
 
 
-# ---- score reversion (imports torch) -------------------------------------------------------
+# ---- score reversion (building one imports torch; its parameters do not) -------------------
 def _score_params() -> tuple[ParamSpec, ...]:
-    from strategies.score_reversion import DEFAULT_RETRAIN_BARS, DEFAULT_TRAIN_BARS, ScoreReversionConfig
+    from strategies.score_config import DEFAULT_RETRAIN_BARS, DEFAULT_TRAIN_BARS, ScoreReversionConfig
 
     return config_params(ScoreReversionConfig, overrides={
         "train_days": {"default": None, "optional": True,
@@ -129,8 +129,8 @@ def _score_params() -> tuple[ParamSpec, ...]:
 
 
 def _score(params: Mapping[str, Any], timeframe_ms: int) -> "Strategy":
-    from strategies.score_reversion import (DEFAULT_RETRAIN_BARS, DEFAULT_TRAIN_BARS, ScoreReversion,
-                                            ScoreReversionConfig)
+    from strategies.score_config import DEFAULT_RETRAIN_BARS, DEFAULT_TRAIN_BARS, ScoreReversionConfig
+    from strategies.score_reversion import ScoreReversion  # imports torch
 
     values = dict(params)
     bar_days = timeframe_ms / MS_PER_DAY

@@ -12,13 +12,11 @@ import argparse
 from typing import Any, Callable
 
 from cli.args import number
+from models.config import FORECAST_METHODS, MODEL_TARGETS, OBJECTIVE_NAMES
+from strategies.score_config import ENTRY_ORDERS
 
-OBJECTIVE_CHOICES = ("dsm", "ssm", "ssm-vr")  # = sorted(models.losses.OBJECTIVES); a test keeps them equal
-MODEL_TARGET_NAMES = ("state", "forecast")  # = models.walk_forward.MODEL_TARGETS (tested)
-FORECAST_METHOD_NAMES = ("tweedie", "inpaint")  # = models.forecast.FORECAST_METHODS (tested)
-ENTRY_ORDER_NAMES = ("market", "passive")  # = strategies.score_reversion.ENTRY_ORDERS (tested)
-CHOICES = {"objective": OBJECTIVE_CHOICES, "model_target": MODEL_TARGET_NAMES,
-           "forecast_method": FORECAST_METHOD_NAMES, "entry_order": ENTRY_ORDER_NAMES}
+CHOICES = {"objective": OBJECTIVE_NAMES, "model_target": MODEL_TARGETS, "forecast_method": FORECAST_METHODS,
+           "entry_order": ENTRY_ORDERS}  # from the settings modules, which import no torch
 
 # flag dest → parameter name, with the flag's type and help (static: building the parser imports no torch)
 SCORE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (

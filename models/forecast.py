@@ -27,7 +27,6 @@ from models.checkpoint import ScoreModel
 from models.runtime import torch_threads
 from models.samplers import inpaint_langevin
 
-FORECAST_METHODS = ("tweedie", "inpaint")
 
 
 def forecast_targets(opens: np.ndarray, horizon: int) -> np.ndarray:

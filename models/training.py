@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -25,51 +25,10 @@ import torch
 from models.losses import dsm_per_sample, get_objective
 from models.network import ScoreMLP
 from models.runtime import torch_threads
-from models.sigmas import DEFAULT_N_SIGMAS, DEFAULT_SIGMA_MIN, geometric_sigmas, sigma_max_from_data
+from models.config import TrainConfig
+from models.sigmas import geometric_sigmas, sigma_max_from_data
 
 ProgressFn = Callable[[int, float, "float | None"], None]  # (step, mean train loss, val loss or None)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a fit; stored with each checkpoint."""
-
-    objective: str = "dsm"  # key of losses.OBJECTIVES: "dsm", "ssm", "ssm-vr"
-    hidden: int = 128  # width of each hidden layer
-    depth: int = 3  # number of hidden layers
-    n_sigmas: int = DEFAULT_N_SIGMAS  # ladder length L
-    sigma_min: float = DEFAULT_SIGMA_MIN  # σ_L
-    sigma_max: float | None = None  # σ_1; None = largest pairwise distance in the data
-    sigma_max_points: int = 1500  # subsample size for that distance
-    lr: float = 1e-3  # Adam learning rate
-    batch_size: int = 512
-    max_steps: int = 1000  # steps of a first fit (from random init)
-    warm_start_steps: int = 200  # steps of a refit from init_state
-    ema_decay: float = 0.999  # cap of the EMA decay; below ~9,000 steps the ramp (1+t)/(10+t) is lower
-    val_fraction: float = 0.1  # time-ordered tail held back for early stopping; 0 = none
-    val_max_rows: int = 4096  # cap on (tail rows × ladder levels) in the validation loss (evenly spaced rows)
-    eval_every_steps: int = 50
-    patience_evals: int = 5  # stop after this many evals without a better val loss
-    seed: int = 0
-    threads: int = 1  # torch threads during the fit
-
-    def __post_init__(self) -> None:
-        get_objective(self.objective)
-        if min(self.hidden, self.depth, self.batch_size, self.eval_every_steps, self.patience_evals, self.threads) < 1:
-            raise ValueError("hidden, depth, batch_size, eval_every_steps, patience_evals, threads must be >= 1")
-        if self.n_sigmas < 2 or not self.sigma_min > 0:
-            raise ValueError(f"need n_sigmas >= 2 and sigma_min > 0, got {self.n_sigmas}, {self.sigma_min}")
-        if self.max_steps < 0 or self.warm_start_steps < 0:
-            raise ValueError("max_steps and warm_start_steps must be >= 0")
-        if not (0.0 <= self.val_fraction < 1.0) or not (0.0 <= self.ema_decay < 1.0) or not self.lr > 0:
-            raise ValueError("need 0 <= val_fraction < 1, 0 <= ema_decay < 1, lr > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        return cls(**d)
 
 
 @dataclass

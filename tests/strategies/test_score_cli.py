@@ -5,21 +5,45 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from cli.params import CHOICES, given_params
+from models.config import FORECAST_METHODS, MODEL_TARGETS, OBJECTIVE_NAMES, TrainConfig, WalkForwardConfig
 from models.losses import OBJECTIVES
-from models.forecast import FORECAST_METHODS
-from models.walk_forward import MODEL_TARGETS
-from cli.params import ENTRY_ORDER_NAMES, FORECAST_METHOD_NAMES, MODEL_TARGET_NAMES, given_params
-from cli.params import OBJECTIVE_CHOICES as OBJECTIVE_NAMES
-from strategies.score_reversion import ENTRY_ORDERS, ScoreReversionConfig
+from strategies.score_config import ENTRY_ORDERS, ScoreReversionConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_objective_names_are_the_models_objectives() -> None:
-    assert sorted(OBJECTIVE_NAMES) == sorted(OBJECTIVES)
-    assert sorted(MODEL_TARGET_NAMES) == sorted(MODEL_TARGETS)
-    assert sorted(FORECAST_METHOD_NAMES) == sorted(FORECAST_METHODS)
-    assert sorted(ENTRY_ORDER_NAMES) == sorted(ENTRY_ORDERS)
+def test_the_settings_name_what_the_models_implement_and_the_options_offer_them() -> None:
+    assert sorted(OBJECTIVE_NAMES) == sorted(OBJECTIVES)  # the losses module implements each name, no other
+    assert CHOICES == {"objective": OBJECTIVE_NAMES, "model_target": MODEL_TARGETS,
+                       "forecast_method": FORECAST_METHODS, "entry_order": ENTRY_ORDERS}
+    for name in OBJECTIVE_NAMES:
+        assert TrainConfig(objective=name).objective == name
+    for target in MODEL_TARGETS:
+        assert WalkForwardConfig(model_target=target).model_target == target
+    for method in FORECAST_METHODS:
+        assert WalkForwardConfig(forecast_method=method).forecast_method == method
+    with pytest.raises(ValueError, match="unknown objective 'nce'; choose one of"):
+        TrainConfig(objective="nce")
+    with pytest.raises(ValueError, match="model_target must be one of"):
+        WalkForwardConfig(model_target="price")
+
+
+def test_reading_and_checking_score_settings_does_not_import_torch() -> None:
+    """A sweep's driver plans score runs (parameter names, defaults, checks) without torch: only
+    the workers that train models load it (~1.5 s and ~150 MB each)."""
+    code = ("import sys\n"
+            "from app.registry import get_spec\n"
+            "from app.sweep.plan import all_params, parse_grid\n"
+            "spec = get_spec('score')\n"
+            "values = spec.resolve({'train_days': '30', 'max_steps': '40', 'objective': 'ssm'})\n"
+            "assert values['train_days'] == 30.0 and values['objective'] == 'ssm'\n"
+            "parse_grid(['threshold_quantile=0.95,0.99'], all_params(spec.params()))\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
 def test_entry_flags_and_the_broker_fee_schedule_reach_the_strategy_config() -> None:

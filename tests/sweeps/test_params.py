@@ -120,7 +120,31 @@ def test_a_zscore_run_never_imports_torch(candles, tmp_path) -> None:
 
 
 def test_objective_choices_match_the_losses() -> None:
-    from cli.params import OBJECTIVE_CHOICES
+    from cli.params import CHOICES
     from models.losses import OBJECTIVES
 
-    assert OBJECTIVE_CHOICES == tuple(sorted(OBJECTIVES))
+    assert CHOICES["objective"] == tuple(sorted(OBJECTIVES))
+
+
+def test_a_score_sweeps_driver_never_imports_torch(candles, tmp_path) -> None:
+    """The workers train the models; the driver (parameters, hashes, storage, statistics) needs no torch."""
+    tiny = {"train_days": 30, "retrain_days": 60, "max_steps": 20, "warm_start_steps": 5, "hidden": 8,
+            "sample_check_samples": 0}
+    argv = ["--data", str(candles), "--strategy", "score", "--grid", "threshold_quantile=0.95", "--workers", "1",
+            "--db", f"sqlite:///{tmp_path / 's.db'}", "--name", "no-torch", "--json",
+            *[a for k, v in tiny.items() for a in ("--param", f"{k}={v}")]]
+    script = tmp_path / "sweep_then_check.py"
+    script.write_text(  # a file with a main guard: the local workers import the main module again
+        "import json, sys\n"
+        "from io import StringIO\n"
+        "if __name__ == '__main__':\n"
+        "    from cli.run_sweep import main\n"
+        "    out, sys.stdout = sys.stdout, StringIO()\n"
+        f"    rc = main({argv!r})\n"
+        "    payload, sys.stdout = json.loads(sys.stdout.getvalue()), out\n"
+        "    assert rc == 0 and payload['runs'][0]['metrics']['bars'] > 0, payload\n"
+        "    print('torch' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "False"
