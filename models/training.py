@@ -24,6 +24,7 @@ import torch
 
 from models.losses import dsm_per_sample, get_objective
 from models.network import ScoreMLP
+from models.optim import FusedAdam
 from models.runtime import torch_threads
 from models.config import TrainConfig
 from models.sigmas import geometric_sigmas, sigma_max_from_data
@@ -133,7 +134,7 @@ def train_score_model(
                                  f"depth={config.depth}): {exc}") from exc
         ema = copy.deepcopy(model).requires_grad_(False)
         ema_params, model_params = list(ema.parameters()), list(model.parameters())
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+        optimizer = FusedAdam(model.parameters(), lr=config.lr)  # torch's fused Adam, without torch._dynamo
         gen = torch.Generator().manual_seed(config.seed)
         if n_val > 0 and n_val * len(sigmas_np) > config.val_max_rows:  # evenly spaced tail rows
             keep = max(1, config.val_max_rows // len(sigmas_np))
@@ -159,7 +160,7 @@ def train_score_model(
             xb = x_fit[order[cursor : cursor + batch]]  # (b, d)
             cursor += batch
             out = loss_fn(model, xb, sigmas, gen)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             out.loss.backward()
             optimizer.step()
             decay = _ema_decay(step, config.ema_decay)

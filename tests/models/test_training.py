@@ -115,3 +115,50 @@ def test_bad_config_raises(field: str, value: object) -> None:
 
 def test_config_round_trips_through_a_dict() -> None:
     assert TrainConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_fused_adam_is_torchs_adam_bit_for_bit() -> None:
+    """models/optim.py's FusedAdam (no torch._dynamo import) against torch.optim.Adam(fused=True): the
+    same weights after every step, including a tensor whose gradient first appears at step 4 (its
+    moments and step count start there, as Adam's lazy state does)."""
+    from models.losses import dsm_loss
+    from models.network import ScoreMLP
+    from models.optim import FusedAdam
+
+    x = torch.as_tensor(make_data(n=512, d=4, seed=3), dtype=torch.float32)
+    sigmas = torch.tensor([1.0, 0.5, 0.2, 0.05])
+    models, optimizers = [], []
+    for make in (lambda p: torch.optim.Adam(p, lr=3e-3, fused=True), lambda p: FusedAdam(p, lr=3e-3)):
+        torch.manual_seed(7)
+        net = ScoreMLP(4, 16, 2)
+        models.append(net)
+        optimizers.append(make(net.parameters()))
+    late = [list(m.parameters())[-1] for m in models]  # the last layer's bias: no gradient before step 4
+    initial_bias = late[0].detach().clone()
+    gens = [torch.Generator().manual_seed(11) for _ in models]
+    for step in range(1, 31):
+        rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(step))[:128]
+        for net, opt, gen, bias in zip(models, optimizers, gens, late):
+            opt.zero_grad()
+            dsm_loss(net, x[rows], sigmas, gen).loss.backward()
+            if step < 4:
+                bias.grad = None
+            opt.step()
+        assert states_equal(*models), f"weights differ after step {step}"
+    assert not torch.equal(late[0], initial_bias)  # the late tensor was trained too
+
+
+def test_training_a_model_never_imports_the_compiler() -> None:
+    """torch.optim.Adam's first call imports torch._dynamo (~1 s, ~70 MB per process); training must not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "from models.training import TrainConfig, train_score_model\n"
+            "train_score_model(np.random.default_rng(0).standard_normal((600, 4)), "
+            "TrainConfig(hidden=8, depth=2, max_steps=20, eval_every_steps=10))\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
