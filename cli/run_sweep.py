@@ -42,7 +42,7 @@ from cli.params import split_assignments
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
 from domain.times import parse_time_ms
-from inspect_tools.sweep_views import selection_lines
+from inspect_tools.sweep_views import failure_lines, selection_lines
 from feeds.validation import DataError
 from store.db import DEFAULT_DB_URL, StoreError
 from strategies.params import ParamError
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(dumps_strict(summary))
     else:
         print_human(summary)
-    return 0
+    # Every run failed (a bad --select-until, a strategy error): the sweep produced nothing to use.
+    return 1 if summary["runs"] and not any(r["status"] == "completed" for r in summary["runs"]) else 0
 
 
 def print_human(summary: dict[str, Any]) -> None:
@@ -165,8 +166,10 @@ def print_human(summary: dict[str, Any]) -> None:
     console.print(table)
     if len(runs) > 20:
         console.print(f"[dim]… {len(runs) - 20} more: inspect_trades.py sweep {summary['sweep']}[/dim]")
+    for line in failure_lines(summary["runs"]):  # not wrapped: a path in an error stays one piece to copy
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in selection_lines(summary):
-        console.print(line)
+        console.print(line, highlight=False, markup=False)
 
 
 def _num(value: Any, pct: bool = False) -> str:

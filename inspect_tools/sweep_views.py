@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.markup import escape
+
 from inspect_tools.errors import InspectError
 from inspect_tools.export import write_json, write_rows
 from inspect_tools.formatting import metric_kind
@@ -92,11 +94,13 @@ def cmd_sweep(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> Non
         write_rows(out, "csv", ["run_id", *[c.key for c in columns if c.key != "short_id"], "error"], rows)
         return
     summary = sweep.get("summary") or {}
+    # errors are text from anywhere: escaped, so a "[...]" in one is not read as markup
+    failures = [escape(line) for line in failure_lines([{"status": r["status"], "error": r["error"]} for r in rows])]
     if summary:
-        footer = selection_lines(summary)
+        footer = failures + selection_lines(summary)
     else:
-        footer = [f"no summary stored (sweep status: {sweep['status']}); rerun run_sweep.py --name "
-                  f"{sweep['name']} to finish it"]
+        footer = failures + [f"no summary stored (sweep status: {sweep['status']}); rerun run_sweep.py --name "
+                             f"{sweep['name']} to finish it"]
     print_listing(make_console(out), columns, rows, noun="runs",
                   title=f"Sweep {sweep['name']} · {sweep['strategy']} · sorted by {args.sort}", limit=args.limit,
                   footer=footer)
@@ -111,10 +115,31 @@ def write_sweep_report(reader: StoreReader, sweep: Row, output: str, max_points:
     out.write(f"wrote {output} ({size / 1e6:.1f} MB, self-contained HTML)\n")
 
 
+def failure_lines(runs: list[Row], limit: int = 3) -> list[str]:
+    """Why runs failed, one line per distinct error (most frequent first), so a sweep where every run
+    failed for one reason says it at once (shared with run_sweep.py; each run's error is in the store)."""
+    errors: dict[str, int] = {}
+    for run in runs:
+        if run.get("status") == "failed":
+            message = (run.get("error") or "no error stored").strip().splitlines()[0]
+            errors[message] = errors.get(message, 0) + 1
+    if not errors:
+        return []
+    ranked = sorted(errors.items(), key=lambda item: -item[1])
+    total = sum(errors.values())
+    lines = [f"{total} run{'s' * (total != 1)} failed:"]
+    lines += [f"  {n} × {message[:300]}" for message, n in ranked[:limit]]
+    if len(ranked) > limit:
+        lines.append(f"  … and {len(ranked) - limit} other error(s)")
+    return lines
+
+
 def selection_lines(summary: dict[str, Any]) -> list[str]:
     """How much of the best result is luck: DSR and PBO, and the held-out check (shared with run_sweep.py)."""
     metric = summary.get("metric")
     best = summary.get("best") or {}
+    if not best:
+        return [f"no run completed with a {metric}: nothing to select"]
     n_trials = (summary.get("selection") or {}).get("n_trials", "?")
     lines = [f"best {metric}: run {(best.get('run_id') or '')[:8]} · Deflated Sharpe Ratio "
              f"{_fmt(summary.get('deflated_sharpe'))} (probability its true Sharpe beats the best of {n_trials} "

@@ -54,6 +54,33 @@ def test_sweep_shows_runs_sorted_by_the_chosen_metric(sweep_db, cli) -> None:
     assert missing.status == 1 and "no sweep is named 'nope'" in missing.err
 
 
+def test_sweep_names_why_runs_failed_under_the_table(sweep_db, cli) -> None:
+    """Each distinct error once, with its count; an error's text is shown as it is (no markup)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{sweep_db}")
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(text(
+            "select r.id from runs r join sweep_runs s on s.run_id = r.id join sweeps w on w.id = s.sweep_id "
+            "where w.name = 'plain' order by r.id limit 3"))]
+        for run_id, error in zip(ids, ["ValueError: bad [bold]x[/bold]", "ValueError: bad [bold]x[/bold]",
+                                       "RuntimeError: other"]):
+            conn.execute(text("update runs set status = 'failed', error = :e where id = :i"), {"e": error, "i": run_id})
+    engine.dispose()
+    try:
+        table = cli("--db", sweep_db, "sweep", "plain", "--limit", "0")
+        assert table.status == 0, table.err
+        shown = " ".join(table.out.split())
+        assert "3 runs failed:" in shown
+        assert "2 × ValueError: bad [bold]x[/bold]" in shown and "1 × RuntimeError: other" in shown
+    finally:
+        engine = create_engine(f"sqlite:///{sweep_db}")
+        with engine.begin() as conn:
+            for run_id in ids:
+                conn.execute(text("update runs set status = 'completed', error = null where id = :i"), {"i": run_id})
+        engine.dispose()
+
+
 def test_sweep_report_is_self_contained_and_renders(sweep_db, cli, chromium, tmp_path) -> None:  # noqa: F811
     out = tmp_path / "sweep.html"
     result = cli("--db", sweep_db, "report", "split", "-o", out)

@@ -263,3 +263,31 @@ def test_select_until_chooses_on_earlier_bars_and_reports_on_later_ones(candles,
 
     assert by_params(again) == by_params(out)
     assert again["best"]["out_of_sample"]["metrics"] != held["metrics"]
+
+
+def test_a_sweep_whose_runs_all_fail_says_why_once_and_exits_1(candles, tmp_path, capsys) -> None:
+    """Every run failing for one reason (here a split before the data) is one grouped line, not N silent
+    'failed' rows; with nothing to select the exit status is 1, and --json still prints the summary."""
+    db = f"sqlite:///{tmp_path / 'fail.db'}"
+    base = ["--data", str(candles), "--strategy", "zscore", "--grid", "window=10,20,30", "--workers", "1",
+            "--db", db, "--select-until", "1999-01-01"]
+    capsys.readouterr()
+    assert run_sweep.main([*base, "--name", "all-fail"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # as read, whatever the terminal's width
+    reason = "fewer than 2 bars on this side of --select-until"
+    assert "3 runs failed:" in out and out.count(reason) == 1 and "3 × ValueError" in out
+    assert "nothing to select" in out and "Deflated Sharpe Ratio" not in out
+    assert run_sweep.main([*base, "--name", "all-fail-json", "--json"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["best"] is None and {r["status"] for r in payload["runs"]} == {"failed"}
+    assert all(reason in r["error"] for r in payload["runs"])
+
+
+def test_some_failed_runs_are_summarised_under_the_table_and_the_sweep_succeeds(candles, tmp_path, capsys) -> None:
+    db = f"sqlite:///{tmp_path / 'some.db'}"
+    capsys.readouterr()
+    assert run_sweep.main(["--data", str(candles), "--strategy", "zscore", "--grid", "window=1,30", "--workers", "1",
+                           "--db", db, "--name", "one-bad"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 run failed:" in out and "1 × ValueError: window must be >= 2, got 1" in out
+    assert "Deflated Sharpe Ratio" in out
