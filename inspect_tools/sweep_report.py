@@ -143,6 +143,8 @@ def render_sweep_html(data: SweepReport, max_points: int) -> str:
         parts.append(figure_html(fig, full_html=False, include_plotlyjs=not included, div_id=div_id,
                                  config={"displaylogo": False, "responsive": True}))
         included = True
+    if not included:
+        parts.append("<p class='note'>No completed run to chart.</p>")
     if data.best is not None and data.best.benchmark is not None:
         parts.append(f"<p class='note'>{_e(data.best.benchmark.note)}</p>")
     parts.append(_runs_table(data.runs, metric))
@@ -155,6 +157,9 @@ def _statistics(summary: Row, metric: str) -> str:
         return "<p class='neg'>No summary stored: the sweep did not finish. Rerun run_sweep.py with its name.</p>"
     sel = summary.get("selection") or {}
     best = summary.get("best") or {}
+    if not best:
+        return ("<h2>Is the best result luck?</h2><p class='neg' id='selection'>No run completed with a "
+                f"{_e(metric)}: nothing to select. Each run's error is in the table below.</p>")
     pairs = [("best by", metric), ("best run", best.get("run_id", "")),
              ("best parameters", ", ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items())),
              ("best Sharpe (annualised)", format_value("ratio", (best.get("metrics") or {}).get("sharpe"))),

@@ -102,3 +102,18 @@ def test_sweep_report_is_self_contained_and_renders(sweep_db, cli, chromium, tmp
     assert all(p["has_layout"] and p["width"] > 600 for p in plots.values())
     png = cli("--db", sweep_db, "report", "split", "--png", tmp_path / "x.png")
     assert png.status == 1 and "HTML only" in png.err
+
+
+def test_report_of_a_sweep_where_no_run_completed_says_so(cli, tmp_path) -> None:
+    data = tmp_path / "bars.csv.gz"
+    synthetic_bars(500, seed=4).to_frame().to_csv(data, index=False)
+    db = tmp_path / "fail.db"
+    assert run_sweep.main(["--data", str(data), "--strategy", "zscore", "--grid", "window=10,20", "--workers", "1",
+                           "--db", str(db), "--name", "none", "--select-until", "1999-01-01", "--json"]) == 1
+    out = tmp_path / "none.html"
+    result = cli("--db", db, "report", "none", "-o", out)
+    assert result.status == 0, result.err
+    page = out.read_text(encoding="utf-8")
+    assert "No run completed with a sharpe: nothing to select" in page and "No completed run to chart" in page
+    assert "class='kv' id='selection'" not in page  # no table of empty statistics
+    assert page.count("fewer than 2 bars on this side of --select-until") == 2  # each run's error, in its row
