@@ -26,13 +26,14 @@ import traceback
 from typing import Any
 
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from app.backtest import BacktestOutcome, BacktestRequest
 from app.stored_backtest import run_and_store
 from app.data import Market, load_window
 from app.registry import SPECS, get_spec
-from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, print_error, run_name,
-                      symbol, time_text, timeframe)
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, print_db_error, print_error,
+                      run_name, symbol, time_text, timeframe)
 from cli.params import add_param_option, add_score_flags, describe_params, given_params
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_error(exc)
     except FeedError as exc:  # --exchange could not be reached (after retries)
         return print_error(f"exchange unavailable: {exc}", status=3)
+    except DBAPIError as exc:  # the database failed during the run (the run is rolled back)
+        return print_db_error(exc)
     except KeyboardInterrupt:
         err.print("interrupted; the run is marked failed")
         return 130

@@ -37,11 +37,13 @@ import sys
 import threading
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from app.paper import BarOutcome, ReplayMismatch
 from app.paper_live import run_paper
 from app.paper_plan import PaperSettings
-from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, number, print_error,
-                      run_name, symbol, timeframe)
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, number, print_db_error,
+                      print_error, run_name, symbol, timeframe)
 from domain.redact import install_log_masking
 from domain.times import ms_to_text
 from feeds.errors import FatalFeedError, FeedError
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_error(f"exchange unavailable: {exc}", status=3)
     except (LeaseHeld, LeaseLost, DataError, StoreError, ReplayMismatch, ValueError) as exc:
         return print_error(exc)
+    except DBAPIError as exc:  # the database failed mid-run: the candle's commit rolled back, a restart resumes
+        return print_db_error(exc)
 
 
 if __name__ == "__main__":

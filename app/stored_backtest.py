@@ -5,6 +5,7 @@ executes; its driver stores), and a worker should not import SQLAlchemy to start
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from app.backtest import BacktestOutcome, BacktestRequest, ProgressFactory, execute, resolve, tradable_start
@@ -14,6 +15,8 @@ from domain.times import timeframe_name
 from store.repository import (BacktestWriter, RunSpec, backtest_writer, create_run, mark_run, refuse_taken_name,
                               streams_while_running)
 from strategies.base import Strategy
+
+log = logging.getLogger(__name__)
 
 
 def run_spec(request: BacktestRequest, series: BarSeries, params: Mapping[str, Any], strategy: Strategy,
@@ -55,8 +58,12 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
             outcome = execute(request, series, progress=progress, strategy=strategy)
             save_outcome(db, run_id, outcome)
     except BaseException as exc:
-        mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
+        try:
+            mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception as marking:  # the database itself failed (e.g. the server went away)
+            log.info("run %s could not be marked failed (%s: %s); it stays 'running'", run_id[:8],
+                        type(marking).__name__, str(marking).strip().splitlines()[0] if str(marking).strip() else "")
+        raise  # the run's own error, not the marking's, is what the caller reports
     return run_id, outcome
 
 

@@ -171,6 +171,21 @@ def print_error(problem: BaseException | str, status: int = 2, prefix: str = "er
     return status
 
 
+def print_db_error(exc: BaseException) -> int:
+    """A database failure during a run as ONE line: "database unavailable" with status 3 when the
+    server went away, refused or was busy (OperationalError, InterfaceError: try again later, as
+    with an unreachable exchange), "database error" with status 1 for anything else. The driver's
+    first line only: no SQL, parameters or SQLAlchemy's help link."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    text = lines[0] if lines else type(original).__name__
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return print_error(f"database unavailable: {text}", status=3)
+    return print_error(f"database error: {text}", status=1)
+
+
 def time_text(flag: str) -> Callable[[str], str]:
     """An argparse type for a point in time: ISO-8601 (UTC unless stated) or epoch ms, 1970..2200.
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from app.registry import SPECS, get_spec
 from app.sweep.driver import SearchSpec, SweepRequest
@@ -36,8 +37,8 @@ from app.sweep.executors import default_workers
 from app.sweep.plan import all_params, parse_grid, parse_space
 from app.sweep.progress import SweepProgress
 from app.sweep.session import run_sweep
-from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, number, print_error, run_name,
-                      time_text)
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, number, print_db_error, print_error,
+                      run_name, time_text)
 from cli.params import split_assignments
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are stored; rerun with the same --name to resume", file=sys.stderr)
         return 130
+    except DBAPIError as exc:  # the store failed mid-sweep: finished runs are stored, a rerun resumes
+        return print_db_error(exc)
     except Exception as exc:  # a bug: one line, the traceback only with -v
         if args.verbose:
             traceback.print_exc()

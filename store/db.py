@@ -143,8 +143,12 @@ def _make_engine(url: str, sqlite_path: Path | None, read_only: bool) -> Engine:
             engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
                 f"file:{sqlite_path}?mode=ro", uri=True, timeout=30, check_same_thread=False), **json_args)
         else:
-            connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-            engine = create_engine(url, connect_args=connect_args, **json_args)
+            sqlite = url.startswith("sqlite")
+            # A server's connections can end between uses (a restart, a proxy's idle timeout, an admin):
+            # each checkout tests its connection first and replaces a dead one, so a paper run that
+            # commits once a candle outlives them. (A file has no connection to lose.)
+            engine = create_engine(url, connect_args={"timeout": 30} if sqlite else {}, pool_pre_ping=not sqlite,
+                                   **json_args)
     except (ArgumentError, ImportError, ValueError) as exc:
         raise StoreError(f"bad database URL {_safe(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":

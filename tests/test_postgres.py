@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -152,23 +153,98 @@ def test_paper_run_on_postgres_survives_sigkill_and_equals_the_backtest(pg_url: 
         p = PaperProcess(paper_args(server.url, pg_url, name, max_bars=live - done))  # type: ignore[arg-type]
         release_clock(p, server, speed=1200)
         assert p.finish(90) == 0, p.stderr_text()[-2000:]
-        with engine.connect() as conn:
-            run = conn.execute(text("SELECT id, trade_from_ts, status FROM runs WHERE name = :n"), {"n": name}).one()
-            consumed = [tuple(r) for r in conn.execute(text(
-                "SELECT ts, open, high, low, close, volume FROM bars WHERE run_id = :r ORDER BY ts"), {"r": run.id})]
-
-            def pg_query(sql: str, params) -> list[tuple]:
-                return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)).all()]
-            actual = {"equity": series_rows(pg_query, run.id, "equity", placeholder="%s"),
-                      "signals": series_rows(pg_query, run.id, "signals", placeholder="%s"),
-                      "trades": pg_query("SELECT seq, side, qty, entry_ts, exit_ts, entry_price, exit_price, gross_pnl, "
-                                         "fees, pnl, return_pct, exit_reason, bars_held FROM trades WHERE run_key = (SELECT key FROM runs WHERE id = %s) "
-                                         "ORDER BY seq", (run.id,))}
         engine.dispose()
-        assert run.status == "stopped"
-        from domain.types import Bar
-        _, expected = backtest_rows([Bar(*b) for b in consumed], "zscore", run.trade_from_ts, tmp_path)
-        assert len(actual["equity"]) == live and len(expected["trades"]) >= 3
-        assert_same_rows(actual, expected, tables=("equity", "signals", "trades"))
+        _assert_paper_run_is_the_backtest(pg_url, name, live, tmp_path)
     finally:
         server.stop()
+
+
+def _assert_paper_run_is_the_backtest(pg_url: str, name: str, live: int, tmp_path: Path) -> None:
+    """The stopped paper run's equity, signals and trades equal a backtest over the candles it consumed."""
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        run = conn.execute(text("SELECT id, trade_from_ts, status FROM runs WHERE name = :n"), {"n": name}).one()
+        consumed = [tuple(r) for r in conn.execute(text(
+            "SELECT ts, open, high, low, close, volume FROM bars WHERE run_id = :r ORDER BY ts"), {"r": run.id})]
+
+        def pg_query(sql: str, params) -> list[tuple]:
+            return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)).all()]
+        actual = {"equity": series_rows(pg_query, run.id, "equity", placeholder="%s"),
+                  "signals": series_rows(pg_query, run.id, "signals", placeholder="%s"),
+                  "trades": pg_query("SELECT seq, side, qty, entry_ts, exit_ts, entry_price, exit_price, gross_pnl, "
+                                     "fees, pnl, return_pct, exit_reason, bars_held FROM trades WHERE run_key = "
+                                     "(SELECT key FROM runs WHERE id = %s) ORDER BY seq", (run.id,))}
+    engine.dispose()
+    assert run.status == "stopped"
+    from domain.types import Bar
+    _, expected = backtest_rows([Bar(*b) for b in consumed], "zscore", run.trade_from_ts, tmp_path)
+    assert len(actual["equity"]) == live and len(expected["trades"]) >= 3
+    assert_same_rows(actual, expected, tables=("equity", "signals", "trades"))
+
+
+def _drop_connections(pg_url: str) -> int:
+    """End every other session on the test's database, as a server restart or an admin would."""
+    admin = create_engine(pg_url)
+    try:
+        with admin.connect() as conn:
+            return conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    finally:
+        admin.dispose()
+
+
+def test_paper_run_on_postgres_outlives_its_connections_being_dropped(pg_url: str, tmp_path: Path) -> None:
+    """Between two candles every connection of the trader is ended: the next checkout finds its connection
+    dead and opens another (pool_pre_ping), so the run goes on and still equals the backtest."""
+    bars = make_bars(400, seed=6)
+    start, live = 60, 80
+    server = frozen_server(bars, start)
+    name = "pg-dropped"
+    try:
+        p = PaperProcess(paper_args(server.url, pg_url, name, max_bars=live))  # type: ignore[arg-type]
+        release_clock(p, server, speed=1200)
+        assert p.wait_lines(30, 60), p.stderr_text()[-2000:]
+        server.set_speed(0)  # no candle closes now: the trader waits between commits
+        time.sleep(1.0)
+        assert _drop_connections(pg_url) >= 1
+        server.set_speed(1200)
+        assert p.finish(90) == 0, p.stderr_text()[-2000:]
+        _assert_paper_run_is_the_backtest(pg_url, name, live, tmp_path)
+    finally:
+        server.stop()
+
+
+def test_a_backtest_whose_connections_die_mid_run_fails_in_one_line_and_writes_nothing(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The server ends the run's sessions while its rows stream: exit 3 ("database unavailable", one line),
+    no row of the run but its own, marked failed through a fresh connection."""
+    from store.repository import BacktestWriter
+
+    data = tmp_path / "bars.csv"
+    synthetic_bars(3_000, seed=17).to_frame().to_csv(data, index=False)
+    monkeypatch.setattr(engine_loop, "COMPACT_EVERY", 97)
+    calls: list[int] = []
+    add_final = BacktestWriter.add_final
+
+    def dropping(self, events, status) -> None:  # type: ignore[no-untyped-def]
+        calls.append(len(events.orders))
+        if len(calls) == 4:
+            assert events.orders and _drop_connections(pg_url) >= 1  # rows were written already
+        add_final(self, events, status)
+
+    monkeypatch.setattr(BacktestWriter, "add_final", dropping)
+    capsys.readouterr()
+    rc = run_backtest.main(["--data", str(data), "--strategy", "zscore", "--db", pg_url, "--json",
+                            "--name", "dropped"])
+    captured = capsys.readouterr()
+    assert rc == 3 and captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("error: database unavailable: ")
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        run = conn.execute(text("SELECT id, key, status FROM runs WHERE name = 'dropped'")).one()
+        left = {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE run_key = :k"), {"k": run.key}).scalar()
+                for t in ("orders", "fills", "trades")}
+        chunks = conn.execute(text("SELECT count(*) FROM series_chunks WHERE run_id = :r"), {"r": run.id}).scalar()
+    engine.dispose()
+    assert run.status == "failed" and left == {"orders": 0, "fills": 0, "trades": 0} and chunks == 0

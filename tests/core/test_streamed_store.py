@@ -130,6 +130,25 @@ def test_a_failure_after_rows_were_written_leaves_nothing(db, monkeypatch: pytes
     assert count_rows(db, ok_id)["orders"] == len(outcome.result.events.orders) > 0
 
 
+
+def test_the_runs_own_error_is_raised_when_marking_it_failed_fails_too(db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database went away: the run fails, and so does marking it failed. The caller hears why the
+    run failed (the first error), not that marking failed; the run row stays 'running'."""
+    from sqlalchemy.exc import OperationalError
+
+    def no_server(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("UPDATE runs", {}, ConnectionRefusedError("connection refused"))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("COPY orders", {}, ConnectionResetError("the connection is lost"))
+
+    monkeypatch.setattr(stored, "mark_run", no_server)
+    monkeypatch.setattr(stored, "execute", broken)
+    request = BacktestRequest(strategy="zscore", params={"window": 20})
+    with pytest.raises(OperationalError, match="the connection is lost"):
+        stored.run_and_store(db, request, BARS, name="gone")
+    assert get_run(db, repo.find_run_by_name(db, "gone").id).status == "running"
+
 @pytest.mark.pg
 def test_postgres_stores_while_running_and_sqlite_after(pg_url: str, tmp_path) -> None:
     dbs = {"postgresql": init_db(pg_url), "sqlite": init_db(str(tmp_path / "a.db"))}
