@@ -3,7 +3,7 @@
 Why apart from models/training.py and models/walk_forward.py (which import torch): a
 strategy's parameters are these settings, and the code that only reads, validates or
 stores them (option parsing, a sweep's driver planning many runs, the registry) should
-not pay torch's ~1.5 s import and ~150 MB for it. The names of the objectives, model
+not pay for importing torch (~1.2 s and ~180 MB of memory). The names of the objectives, model
 targets and forecast methods live here for the same reason; the modules that implement
 them hold their tables equal to these (tests/strategies/test_score_cli.py).
 """

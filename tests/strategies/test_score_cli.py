@@ -33,7 +33,7 @@ def test_the_settings_name_what_the_models_implement_and_the_options_offer_them(
 
 def test_reading_and_checking_score_settings_does_not_import_torch() -> None:
     """A sweep's driver plans score runs (parameter names, defaults, checks) without torch: only
-    the workers that train models load it (~1.5 s and ~150 MB each)."""
+    the workers that train models load it (~1.2 s and ~180 MB each)."""
     code = ("import sys\n"
             "from app.registry import get_spec\n"
             "from app.sweep.plan import all_params, parse_grid\n"
