@@ -43,7 +43,8 @@ from cli.params import split_assignments
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
 from domain.times import parse_time_ms
-from inspect_tools.sweep_views import failure_lines, selection_lines
+from inspect_tools.formatting import failure_lines
+from inspect_tools.sweep_views import selection_lines
 from feeds.validation import DataError
 from store.db import DEFAULT_DB_URL, StoreError
 from strategies.params import ParamError

@@ -9,11 +9,12 @@ import argparse
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from inspect_tools.errors import InspectError
 from inspect_tools.export import with_iso_times, write_json, write_rows
-from inspect_tools.formatting import format_value, metric_kind, metric_specs, run_label, short_id
+from inspect_tools.formatting import failure_lines, format_value, metric_kind, metric_specs, run_label, short_id
 from inspect_tools.outfile import write_atomically
 from inspect_tools.queries import OrderFilter, StoreReader, TradeFilter
 from inspect_tools.series_export import write_equity_csv, write_equity_json, write_equity_parquet
@@ -33,7 +34,7 @@ def cmd_runs(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> None
     if args.format != "table":
         write_rows(out, args.format, RUN_FIELDS, rows)
         return
-    footer = []
+    footer = [escape(line) for line in failure_lines(rows)]  # an error's text is not markup
     if any(r["return_source"] == "equity" for r in rows):
         footer.append("[dim]return of a run without final metrics (still running) is its last marked equity[/dim]")
     print_listing(make_console(out), RUN_COLUMNS, rows, noun="runs", limit=args.limit, footer=footer)

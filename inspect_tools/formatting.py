@@ -106,3 +106,22 @@ def short_id(run_id: str) -> str:
 def run_label(run: dict[str, Any]) -> str:
     """A run's name, or its short id when it has none."""
     return run.get("name") or short_id(run["id"])
+
+
+def failure_lines(runs: list[dict[str, Any]], limit: int = 3) -> list[str]:
+    """Why runs failed, one line per distinct error (most frequent first): a listing where many runs
+    failed for one reason says it once (runs, sweep, run_sweep.py; `show` has each run's error)."""
+    errors: dict[str, int] = {}
+    for run in runs:
+        if run.get("status") == "failed":
+            message = (run.get("error") or "no error stored").strip().splitlines()[0]
+            errors[message] = errors.get(message, 0) + 1
+    if not errors:
+        return []
+    ranked = sorted(errors.items(), key=lambda item: -item[1])
+    total = sum(errors.values())
+    lines = [f"{total} run{'s' * (total != 1)} failed:"]
+    lines += [f"  {n} × {message[:300]}" for message, n in ranked[:limit]]
+    if len(ranked) > limit:
+        lines.append(f"  … and {len(ranked) - limit} other error(s)")
+    return lines

@@ -111,8 +111,8 @@ class StoreReader:
         last_equity = (select(EquityRow.equity).where(EquityRow.run_id == RunRow.id)
                        .order_by(EquityRow.ts.desc()).limit(1).scalar_subquery())
         query = select(RunRow.id, RunRow.name, RunRow.mode, RunRow.strategy, RunRow.engine, RunRow.symbol,
-                       RunRow.exchange, RunRow.timeframe, RunRow.status, RunRow.start_ts, RunRow.end_ts,
-                       RunRow.last_bar_ts, RunRow.initial_cash, RunRow.metrics, RunRow.created_at,
+                       RunRow.exchange, RunRow.timeframe, RunRow.status, RunRow.error, RunRow.start_ts,
+                       RunRow.end_ts, RunRow.last_bar_ts, RunRow.initial_cash, RunRow.metrics, RunRow.created_at,
                        trades.label("trade_rows"), last_equity.label("last_equity"))
         if mode:
             query = query.where(RunRow.mode == mode)

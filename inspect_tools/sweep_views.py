@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from inspect_tools.errors import InspectError
 from inspect_tools.export import write_json, write_rows
-from inspect_tools.formatting import metric_kind
+from inspect_tools.formatting import failure_lines, metric_kind
 from inspect_tools.queries import StoreReader
 from inspect_tools.tables import make_console, print_listing
 from inspect_tools.views import Column
@@ -113,25 +113,6 @@ def write_sweep_report(reader: StoreReader, sweep: Row, output: str, max_points:
     page = render_sweep_html(load_sweep_report(reader, sweep), max_points)
     size = write_atomically(output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     out.write(f"wrote {output} ({size / 1e6:.1f} MB, self-contained HTML)\n")
-
-
-def failure_lines(runs: list[Row], limit: int = 3) -> list[str]:
-    """Why runs failed, one line per distinct error (most frequent first), so a sweep where every run
-    failed for one reason says it at once (shared with run_sweep.py; each run's error is in the store)."""
-    errors: dict[str, int] = {}
-    for run in runs:
-        if run.get("status") == "failed":
-            message = (run.get("error") or "no error stored").strip().splitlines()[0]
-            errors[message] = errors.get(message, 0) + 1
-    if not errors:
-        return []
-    ranked = sorted(errors.items(), key=lambda item: -item[1])
-    total = sum(errors.values())
-    lines = [f"{total} run{'s' * (total != 1)} failed:"]
-    lines += [f"  {n} × {message[:300]}" for message, n in ranked[:limit]]
-    if len(ranked) > limit:
-        lines.append(f"  … and {len(ranked) - limit} other error(s)")
-    return lines
 
 
 def selection_lines(summary: dict[str, Any]) -> list[str]:

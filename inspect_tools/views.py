@@ -27,7 +27,7 @@ RUN_COLUMNS = (
 )
 RUN_FIELDS = ("id", "name", "mode", "strategy", "engine", "symbol", "exchange", "timeframe", "status",
               "start_ts", "start_time", "end_ts", "end_time", "last_bar_ts", "created_at", "initial_cash",
-              "trades", "total_return", "return_source", "sharpe", "max_drawdown")
+              "trades", "total_return", "return_source", "sharpe", "max_drawdown", "error")
 
 TRADE_COLUMNS = (
     Column("seq", "#", "int"), Column("side", "side"), Column("qty", "qty", "qty"),

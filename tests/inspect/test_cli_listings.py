@@ -137,3 +137,25 @@ def test_names_are_not_read_as_rich_markup(tmp_path, cli) -> None:
         result = cli("--db", path, *args)
         assert result.status == 0, (args, result.err)
         assert "[/bold]odd[red]" in result.out, args
+
+
+def test_runs_says_why_runs_failed_once_per_reason(tmp_path, cli) -> None:
+    """Failed runs in the listing: each distinct error once with its count under the table (as text, not
+    markup), and the error column in the exports."""
+    from store.repository import RunSpec, create_run, mark_run
+    from tests.inspect.factories import make_db
+
+    path = tmp_path / "failed.db"
+    db = make_db(path)
+    errors = ["ValueError: window must be >= 2, got 1"] * 2 + ["RuntimeError: feed [broke]"]
+    for error in errors:
+        run_id = create_run(db, RunSpec(mode="backtest", strategy="zscore", initial_cash=1e5, timeframe="1h"))
+        mark_run(db, run_id, "failed", error)
+    create_run(db, RunSpec(mode="backtest", strategy="zscore", initial_cash=1e5, timeframe="1h"))  # running
+    db.dispose()
+    table = cli("--db", path, "runs")
+    assert table.status == 0, table.err
+    shown = " ".join(table.out.split())
+    assert "3 runs failed: 2 × ValueError: window must be >= 2, got 1 1 × RuntimeError: feed [broke]" in shown
+    exported = json.loads(cli("--db", path, "runs", "--format", "json").out)
+    assert sorted(r["error"] or "" for r in exported) == ["", *sorted(errors)]
