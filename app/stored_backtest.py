@@ -14,6 +14,7 @@ from domain.series import BarSeries
 from domain.times import timeframe_name
 from store.repository import (BacktestWriter, RunSpec, backtest_writer, create_run, mark_run, refuse_taken_name,
                               streams_while_running)
+from store.lease import DEFAULT_STALE_AFTER_S, LeaseKeeper, LeaseOwner, release_lease
 from strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,12 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
     tradable_start(strategy, series, request.trade_from_ms)
     if name is not None:
         refuse_taken_name(db, name)
-    run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra))
+    # The run's owner (host, pid) beats while it runs, as a paper run's does: a row left 'running' by a
+    # killed process, or by a database that went away, is told from one still running (inspect_trades.py).
+    me = LeaseOwner.me()
+    run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra),
+                        extra_rows=[me.new_row()])
+    keeper = LeaseKeeper(db, run_id, me.token, DEFAULT_STALE_AFTER_S / 4).start()
     try:
         if streams_while_running(db) and request.engine == "native":  # rows go to the server while the loop runs
             with backtest_writer(db, run_id) as writer:
@@ -62,8 +68,14 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
             mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
         except Exception as marking:  # the database itself failed (e.g. the server went away)
             log.info("run %s could not be marked failed (%s: %s); it stays 'running'", run_id[:8],
-                        type(marking).__name__, str(marking).strip().splitlines()[0] if str(marking).strip() else "")
+                     type(marking).__name__, str(marking).strip().splitlines()[0] if str(marking).strip() else "")
         raise  # the run's own error, not the marking's, is what the caller reports
+    finally:
+        keeper.stop()
+        try:
+            release_lease(db, run_id, me.token)
+        except Exception:  # the database is gone: the row stays, and says who owned the run
+            pass
     return run_id, outcome
 
 

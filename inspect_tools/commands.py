@@ -18,8 +18,8 @@ from inspect_tools.formatting import failure_lines, format_value, metric_kind, m
 from inspect_tools.outfile import write_atomically
 from inspect_tools.queries import OrderFilter, StoreReader, TradeFilter
 from inspect_tools.series_export import write_equity_csv, write_equity_json, write_equity_parquet
-from inspect_tools.summary import (baselines, comparison_columns, parameter_pairs, period_text, report_extras,
-                                   run_list_row)
+from inspect_tools.summary import (baselines, comparison_columns, interruption, parameter_pairs, period_text,
+                                   report_extras, run_list_row)
 from inspect_tools.tables import key_values, listing, make_console, metrics_table, print_listing
 from domain.times import TimeRange, ms_to_iso, ms_to_text
 from inspect_tools.views import (EQUITY_COLUMNS, FOLD_COLUMNS, ORDER_COLUMNS,
@@ -44,11 +44,14 @@ def cmd_show(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> None
     run = reader.resolve(args.run)
     folds = reader.model_versions(run["id"])
     counts = reader.counts(run["id"])
+    owner = reader.owner(run["id"])
+    interrupted = interruption({**run, **(owner or {})})
     if args.format == "json":
-        write_json(out, {"run": run, "counts": counts, "model_versions": folds})
+        write_json(out, {"run": run, "counts": counts, "model_versions": folds, "owner": owner,
+                         "interrupted": interrupted})
         return
     console = make_console(out)
-    console.print(key_values(f"Run {run['id']}", _overview(run, counts)))
+    console.print(key_values(f"Run {run['id']}", _overview(run, counts, owner, interrupted)))
     console.print()
     console.print(key_values("Provenance", [("data source", run["data_source"] or ""),
                                             ("data hash", run["data_hash"] or ""),
@@ -200,9 +203,15 @@ def _title(what: str, run: Row) -> str:
     return f"{what} · {run_label(run)} ({short_id(run['id'])}) · {run['strategy']} {run['mode']}"
 
 
-def _overview(run: Row, counts: dict[str, int]) -> list[tuple[str, str]]:
+def _overview(run: Row, counts: dict[str, int], owner: Row | None = None,
+              interrupted: str | None = None) -> list[tuple[str, str]]:
+    status = run["status"]
+    if interrupted:
+        status = f"interrupted (stored as running; {interrupted})"
+    elif run["status"] == "running" and owner:
+        status = f"running (pid {owner['owner_pid']} on {owner['owner_host']})"
     pairs = [("name", run["name"] or ""), ("mode", run["mode"]), ("strategy", run["strategy"]),
-             ("engine", run["engine"]), ("status", run["status"])]
+             ("engine", run["engine"]), ("status", status)]
     if run["error"]:
         pairs.append(("error", run["error"]))
     pairs += [("symbol", run["symbol"] or ""), ("exchange", run["exchange"] or ""),

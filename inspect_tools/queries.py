@@ -23,8 +23,8 @@ from engine.metrics import drawdown
 from inspect_tools.errors import InspectError
 from domain.times import TimeRange
 from store.db import StoreError, init_db
-from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunRow, SweepRow, SweepRunRow,
-                          TradeRow, of_run)
+from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow, RunLeaseRow, RunRow, SweepRow,
+                          SweepRunRow, TradeRow, of_run)
 from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 
 Row = dict[str, Any]
@@ -113,7 +113,10 @@ class StoreReader:
         query = select(RunRow.id, RunRow.name, RunRow.mode, RunRow.strategy, RunRow.engine, RunRow.symbol,
                        RunRow.exchange, RunRow.timeframe, RunRow.status, RunRow.error, RunRow.start_ts,
                        RunRow.end_ts, RunRow.last_bar_ts, RunRow.initial_cash, RunRow.metrics, RunRow.created_at,
-                       trades.label("trade_rows"), last_equity.label("last_equity"))
+                       trades.label("trade_rows"), last_equity.label("last_equity"),
+                       RunLeaseRow.host.label("owner_host"), RunLeaseRow.pid.label("owner_pid"),
+                       RunLeaseRow.heartbeat_at_ms.label("owner_heartbeat_ms"),
+                       ).outerjoin(RunLeaseRow, RunLeaseRow.run_id == RunRow.id)
         if mode:
             query = query.where(RunRow.mode == mode)
         if strategy:
@@ -129,6 +132,13 @@ class StoreReader:
                 chunked = last_chunked_values(self.conn, row["id"], "equity", ["equity"])
                 row["last_equity"] = chunked["equity"] if chunked else None
         return rows
+
+    def owner(self, run_id: str) -> Row | None:
+        """The process recorded as driving the run (host, pid, heartbeat), if any."""
+        row = self.conn.execute(select(RunLeaseRow.host.label("owner_host"), RunLeaseRow.pid.label("owner_pid"),
+                                       RunLeaseRow.heartbeat_at_ms.label("owner_heartbeat_ms"))
+                                .where(RunLeaseRow.run_id == run_id)).first()
+        return None if row is None else row._asdict()
 
     def run(self, run_id: str) -> Row:
         row = self.conn.execute(select(RunRow.__table__).where(RunRow.id == run_id)).first()

@@ -5,6 +5,7 @@ from typing import Any
 
 from inspect_tools.formatting import flatten, run_label, short_id
 from domain.times import ms_to_date, ms_to_iso
+from store.lease import why_owner_gone
 
 Row = dict[str, Any]
 
@@ -18,6 +19,15 @@ def period_text(start_ts: int | None, end_ts: int | None) -> str:
     return f"{ms_to_date(start_ts)} → {ms_to_date(end_ts)}"
 
 
+def interruption(run: Row) -> str | None:
+    """Why a run stored as 'running' is no longer running (its process is gone: killed, crashed, or its
+    database went away before it could say so), or None. Needs the run's owner (owner_host, owner_pid,
+    owner_heartbeat_ms: the lease a backtest or paper run holds while it runs); without one, None."""
+    if run.get("status") != "running" or run.get("owner_host") is None:
+        return None
+    return why_owner_gone(run["owner_host"], run["owner_pid"], run["owner_heartbeat_ms"])
+
+
 def run_list_row(run: Row) -> Row:
     """One line of ``runs``: headline metrics, or the live return of a run without metrics yet.
 
@@ -28,7 +38,9 @@ def run_list_row(run: Row) -> Row:
     total_return, source = metrics.get("total_return"), "metrics"
     if total_return is None and run.get("last_equity") is not None and run.get("initial_cash"):
         total_return, source = run["last_equity"] / run["initial_cash"] - 1.0, "equity"
+    interrupted = interruption(run)
     return {**run, "short_id": short_id(run["id"]), "period": period_text(run["start_ts"], run["end_ts"]),
+            "state": "interrupted" if interrupted else run["status"], "interrupted": interrupted,
             "start_time": ms_to_iso(run["start_ts"]), "end_time": ms_to_iso(run["end_ts"]),
             "trades": run.get("trade_rows"), "total_return": total_return,
             "return_source": source if total_return is not None else None,

@@ -21,13 +21,13 @@ class Column:
 
 RUN_COLUMNS = (
     Column("short_id", "id"), Column("name", "name"), Column("mode", "mode"), Column("strategy", "strategy"),
-    Column("symbol", "symbol"), Column("timeframe", "tf"), Column("period", "period"), Column("status", "status"),
+    Column("symbol", "symbol"), Column("timeframe", "tf"), Column("period", "period"), Column("state", "status"),
     Column("trades", "trades", "int"), Column("total_return", "return", "pct", signed=True),
     Column("sharpe", "Sharpe", "ratio"), Column("max_drawdown", "max DD", "pct"),
 )
 RUN_FIELDS = ("id", "name", "mode", "strategy", "engine", "symbol", "exchange", "timeframe", "status",
               "start_ts", "start_time", "end_ts", "end_time", "last_bar_ts", "created_at", "initial_cash",
-              "trades", "total_return", "return_source", "sharpe", "max_drawdown", "error")
+              "trades", "total_return", "return_source", "sharpe", "max_drawdown", "error", "interrupted")
 
 TRADE_COLUMNS = (
     Column("seq", "#", "int"), Column("side", "side"), Column("qty", "qty", "qty"),

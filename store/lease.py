@@ -99,9 +99,17 @@ def _owner_gone(row: RunLeaseRow, me: LeaseOwner, stale_after_s: float, now_ms: 
     """Why the recorded owner may be replaced, or None while it must be presumed alive."""
     if row.owner_token == me.token:
         return "ours"
-    if row.host == me.host and not pid_alive(row.pid):
-        return f"pid {row.pid} on this host is gone"
-    age_s = (now_ms - row.heartbeat_at_ms) / 1000
+    return why_owner_gone(row.host, row.pid, row.heartbeat_at_ms, now_ms, stale_after_s, this_host=me.host)
+
+
+def why_owner_gone(host: str, pid: int, heartbeat_at_ms: int, now_ms: int | None = None,
+                   stale_after_s: float = DEFAULT_STALE_AFTER_S, *, this_host: str | None = None) -> str | None:
+    """Why a recorded owner is presumed dead (its pid is gone on this host, or it has not beaten for
+    ``stale_after_s``), or None while it must be presumed alive. Also what the inspector tells an
+    interrupted run by, among those still 'running'."""
+    if host == (this_host or socket.gethostname()[:255]) and not pid_alive(pid):
+        return f"pid {pid} on this host is gone"
+    age_s = ((_now_ms() if now_ms is None else now_ms) - heartbeat_at_ms) / 1000
     if age_s > stale_after_s:
         return f"its last heartbeat is {age_s:.0f}s old (> {stale_after_s:g}s)"
     return None

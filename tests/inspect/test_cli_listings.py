@@ -159,3 +159,51 @@ def test_runs_says_why_runs_failed_once_per_reason(tmp_path, cli) -> None:
     assert "3 runs failed: 2 × ValueError: window must be >= 2, got 1 1 × RuntimeError: feed [broke]" in shown
     exported = json.loads(cli("--db", path, "runs", "--format", "json").out)
     assert sorted(r["error"] or "" for r in exported) == ["", *sorted(errors)]
+
+
+def test_a_killed_backtest_shows_as_interrupted_and_a_finished_one_leaves_no_owner(tmp_path, cli) -> None:
+    """A backtest records its process (host, pid, heartbeat) while it runs. Killed with SIGKILL, its row
+    stays 'running' in the store, and the listing tells it apart: 'interrupted', pid gone. A run that
+    finishes leaves no owner row behind."""
+    import signal
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from feeds.synthetic import synthetic_bars
+
+    data = tmp_path / "bars.csv"
+    synthetic_bars(30_000, seed=8).to_frame().to_csv(data, index=False)
+    db = tmp_path / "runs.db"
+    base = [sys.executable, "run_backtest.py", "--data", str(data), "--strategy", "zscore", "--db", str(db), "--json"]
+    done = subprocess.run([*base, "--name", "finished"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    engine = create_engine(f"sqlite:///{db}")
+
+    def query(sql: str) -> list[tuple]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    assert query("SELECT count(*) FROM run_leases") == [(0,)]
+    slow = subprocess.Popen([*base, "--name", "killed", "--engine", "backtrader"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while query("SELECT count(*) FROM runs r JOIN run_leases l ON l.run_id = r.id WHERE r.name = 'killed'") \
+                != [(1,)]:
+            assert time.monotonic() < deadline and slow.poll() is None, "the run never started"
+            time.sleep(0.05)
+        alive = json.loads(cli("--db", db, "show", "killed", "--format", "json").out)
+        assert alive["run"]["status"] == "running" and alive["interrupted"] is None
+        assert alive["owner"]["owner_pid"] == slow.pid
+    finally:
+        slow.send_signal(signal.SIGKILL)
+        slow.wait(30)
+    engine.dispose()
+    listed = {r["name"]: r for r in json.loads(cli("--db", db, "runs", "--format", "json").out)}
+    assert listed["killed"]["status"] == "running"  # as stored: nobody could mark it
+    assert listed["killed"]["interrupted"] == f"pid {slow.pid} on this host is gone"
+    assert listed["finished"]["status"] == "completed" and listed["finished"]["interrupted"] is None
+    table = cli("--db", db, "runs")
+    assert table.status == 0 and "interrupted" in table.out
+    shown = " ".join(cli("--db", db, "show", "killed").out.split())
+    assert f"interrupted (stored as running; pid {slow.pid} on this host is gone)" in shown
