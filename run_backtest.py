@@ -32,8 +32,8 @@ from app.backtest import BacktestOutcome, BacktestRequest
 from app.stored_backtest import run_and_store
 from app.data import Market, load_window
 from app.registry import SPECS, get_spec
-from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, print_db_error, print_error,
-                      run_name, symbol, time_text, timeframe)
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, http_url, interrupted_status,
+                      print_db_error, print_error, run_name, sigterm_as_interrupt, symbol, time_text, timeframe)
 from cli.params import add_param_option, add_score_flags, describe_params, given_params
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
@@ -169,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                 err.print(f"[yellow]note: {note}[/yellow]")
         progress = _FoldLine()
         try:
-            run_id, outcome = run_and_store(db, request, series, name=args.name, progress=progress,
-                                            extra={"data": args.data, "start": args.start, "end": args.end,
-                                                   "timeframe": args.timeframe})
+            with sigterm_as_interrupt():  # from here a run row exists: a stop marks it failed, as Ctrl-C does
+                run_id, outcome = run_and_store(db, request, series, name=args.name, progress=progress,
+                                                extra={"data": args.data, "start": args.start, "end": args.end,
+                                                       "timeframe": args.timeframe})
         finally:
             progress.done()
     except (UsageError, DataError, StoreError, ValueError, OSError, FatalFeedError) as exc:  # OSError: an unreadable --data
@@ -180,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         return print_error(f"exchange unavailable: {exc}", status=3)
     except DBAPIError as exc:  # the database failed during the run (the run is rolled back)
         return print_db_error(exc)
-    except KeyboardInterrupt:
-        err.print("interrupted; the run is marked failed")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        err.print(f"{exc or 'interrupted'}; the run is marked failed")
+        return interrupted_status(exc)
     except Exception as exc:  # a bug: keep the message short, the traceback only with -v
         if args.verbose:
             traceback.print_exc()

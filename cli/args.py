@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Any, Callable, NoReturn
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NoReturn
 from urllib.parse import urlsplit
 
 from domain.redact import mask_text, mask_url
@@ -169,6 +172,40 @@ def print_error(problem: BaseException | str, status: int = 2, prefix: str = "er
 
     print(f"{prefix}{' '.join(mask_text(str(problem)).split())}", file=sys.stderr)
     return status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's stop, ``kill``), raised like Ctrl-C's KeyboardInterrupt."""
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"
+
+
+INTERRUPTED_STATUS = 130  # 128 + SIGINT
+TERMINATED_STATUS = 143  # 128 + SIGTERM
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread, so a stop sent by
+    a scheduler or ``kill`` ends a run as Ctrl-C does: the run in progress marked failed and rolled
+    back, a sweep's finished runs kept. (Elsewhere than the main thread: left as it is.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_status(exc: KeyboardInterrupt) -> int:
+    return TERMINATED_STATUS if isinstance(exc, Terminated) else INTERRUPTED_STATUS
 
 
 def print_db_error(exc: BaseException) -> int:

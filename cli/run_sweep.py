@@ -37,8 +37,8 @@ from app.sweep.executors import default_workers
 from app.sweep.plan import all_params, parse_grid, parse_space
 from app.sweep.progress import SweepProgress
 from app.sweep.session import run_sweep
-from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, number, print_db_error, print_error,
-                      run_name, time_text)
+from cli.args import (CliParser, UsageError, add_money_flags, bounded_text, interrupted_status, number,
+                      print_db_error, print_error, run_name, sigterm_as_interrupt, time_text)
 from cli.params import split_assignments
 from domain.redact import install_log_masking
 from domain.strict_json import dumps_strict
@@ -132,14 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     install_log_masking()
     try:
-        with SweepProgress(request.metric) as progress:
+        with sigterm_as_interrupt(), SweepProgress(request.metric) as progress:
             summary = run_sweep(request, args.db, workers=args.workers, scheduler=args.scheduler,
                                 retries=args.retries, progress=progress)
     except (UsageError, ParamError, DataError, StoreError, ConnectionError, ValueError, OSError) as exc:
         return print_error(exc)
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are stored; rerun with the same --name to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"{exc or 'interrupted'}: finished runs are stored; rerun with the same --name to resume",
+              file=sys.stderr)
+        return interrupted_status(exc)
     except DBAPIError as exc:  # the store failed mid-sweep: finished runs are stored, a rerun resumes
         return print_db_error(exc)
     except Exception as exc:  # a bug: one line, the traceback only with -v

@@ -167,3 +167,42 @@ def test_a_zscore_backtest_of_a_clean_csv_does_not_import_pandas(candles: Path, 
     done = subprocess.run([sys.executable, "-c", code, str(candles), str(tmp_path / "p.db")],
                           cwd=Path(run_backtest.__file__).parent, capture_output=True, text=True, timeout=120)
     assert done.stderr.strip().splitlines()[-1] == "False 0", done.stderr
+
+
+def test_sigterm_marks_the_run_failed_and_writes_nothing_else(tmp_path: Path) -> None:
+    """SIGTERM while the run goes (a scheduler's stop) ends it as Ctrl-C does: exit 143, one line, the run
+    marked failed with the reason, no order, fill, trade or owner row left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "bars.csv"
+    synthetic_bars(30_000, seed=9).to_frame().to_csv(data, index=False)
+    db = tmp_path / "term.db"
+    proc = subprocess.Popen([sys.executable, "run_backtest.py", "--data", str(data), "--strategy", "zscore",
+                             "--engine", "backtrader", "--db", str(db), "--json", "--name", "stopped"],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the run row (and its owner) exist: the loop is going
+            if db.exists():
+                with sqlite3.connect(db) as conn:
+                    if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'run_leases'").fetchone()[0] \
+                            and conn.execute("SELECT count(*) FROM run_leases").fetchone()[0]:
+                        break
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and out == ""
+    assert err.strip().splitlines() == ["stopped by SIGTERM; the run is marked failed"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, error FROM runs WHERE name = 'stopped'").fetchall() == [
+            ("failed", "Terminated: stopped by SIGTERM")]
+        assert [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("orders", "fills", "trades", "series_chunks", "run_leases")] == [0, 0, 0, 0, 0]

@@ -200,6 +200,33 @@ def test_sigkill_of_the_driver_then_restart_stores_every_configuration_once(long
     _assert_each_configuration_once(db_url, "killed")
 
 
+
+def test_sigterm_stops_the_sweep_cleanly_and_a_restart_finishes_it(long_candles, tmp_path) -> None:
+    """SIGTERM (a scheduler's stop) is handled like Ctrl-C: exit 143 with one line saying finished runs
+    are stored, no pool process left behind; the restart stores every configuration once."""
+    import psutil
+
+    url = f"sqlite:///{tmp_path / 'term.db'}"
+    proc = _start_sweep(long_candles, url, "termed", workers=2)
+    try:
+        stored = _wait_for_runs(url, "termed", 2, proc)
+        pool = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        _, left = psutil.wait_procs(pool, timeout=20)
+        err = proc.stderr.read().decode()
+    finally:
+        _kill_group(proc)
+    assert not left, f"pool processes still running after SIGTERM: {[p.pid for p in left]}"
+    assert "stopped by SIGTERM: finished runs are stored; rerun with the same --name to resume" in err
+    assert "Traceback" not in err and 2 <= stored < 12
+    again = subprocess.run([sys.executable, "run_sweep.py", "--data", str(long_candles), "--strategy", "zscore",
+                            "--grid", "window=20,30,40,50", "--grid", "entry_z=1.5,2,2.5", "--workers", "2",
+                            "--db", url, "--name", "termed", "--json"], cwd=REPO, env=child_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    _assert_each_configuration_once(url, "termed")
+
 def test_a_killed_worker_is_replaced_and_its_task_retried(long_candles, db_url) -> None:
     import psutil
 
