@@ -6,7 +6,8 @@ executes; its driver stores), and a worker should not import SQLAlchemy to start
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any, Iterator, Mapping
 
 from app.backtest import BacktestOutcome, BacktestRequest, ProgressFactory, execute, resolve, tradable_start
 from app.registry import config_dict
@@ -49,34 +50,48 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
     tradable_start(strategy, series, request.trade_from_ms)
     if name is not None:
         refuse_taken_name(db, name)
-    # The run's owner (host, pid) beats while it runs, as a paper run's does: a row left 'running' by a
-    # killed process, or by a database that went away, is told from one still running (inspect_trades.py).
     me = LeaseOwner.me()
     run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra),
                         extra_rows=[me.new_row()])
+    with _owned_while_running(db, run_id, me):
+        try:
+            if streams_while_running(db) and request.engine == "native":  # rows go to the server during the loop
+                with backtest_writer(db, run_id) as writer:
+                    outcome = execute(request, series, progress=progress, strategy=strategy,
+                                      on_chunk=writer.add_final)
+                    _finish(writer, outcome)
+            else:
+                outcome = execute(request, series, progress=progress, strategy=strategy)
+                save_outcome(db, run_id, outcome)
+        except BaseException as exc:
+            _mark_failed(db, run_id, exc)
+            raise  # the run's own error, not a failure to mark it, is what the caller reports
+    return run_id, outcome
+
+
+@contextmanager
+def _owned_while_running(db: Any, run_id: str, me: LeaseOwner) -> Iterator[None]:
+    """The run's owner row (host, pid) beats while the block runs, as a paper run's does, and is
+    removed after it: a row left 'running' by a killed process, or by a database that went away, is
+    then told from one still running (inspect_trades.py lists it as interrupted)."""
     keeper = LeaseKeeper(db, run_id, me.token, DEFAULT_STALE_AFTER_S / 4).start()
     try:
-        if streams_while_running(db) and request.engine == "native":  # rows go to the server while the loop runs
-            with backtest_writer(db, run_id) as writer:
-                outcome = execute(request, series, progress=progress, strategy=strategy, on_chunk=writer.add_final)
-                _finish(writer, outcome)
-        else:
-            outcome = execute(request, series, progress=progress, strategy=strategy)
-            save_outcome(db, run_id, outcome)
-    except BaseException as exc:
-        try:
-            mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
-        except Exception as marking:  # the database itself failed (e.g. the server went away)
-            log.info("run %s could not be marked failed (%s: %s); it stays 'running'", run_id[:8],
-                     type(marking).__name__, str(marking).strip().splitlines()[0] if str(marking).strip() else "")
-        raise  # the run's own error, not the marking's, is what the caller reports
+        yield
     finally:
         keeper.stop()
-        try:
+        with suppress(Exception):  # the database is gone: the row stays, and says who owned the run
             release_lease(db, run_id, me.token)
-        except Exception:  # the database is gone: the row stays, and says who owned the run
-            pass
-    return run_id, outcome
+
+
+def _mark_failed(db: Any, run_id: str, exc: BaseException) -> None:
+    """Mark the run failed with its error. If the database itself failed (the server went away), the
+    row stays 'running' and its owner row says the process is gone."""
+    try:
+        mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
+    except Exception as marking:
+        first = str(marking).strip().splitlines()
+        log.info("run %s could not be marked failed (%s: %s)", run_id[:8], type(marking).__name__,
+                 first[0] if first else "")
 
 
 def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:
