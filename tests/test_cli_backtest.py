@@ -178,7 +178,7 @@ def test_sigterm_marks_the_run_failed_and_writes_nothing_else(tmp_path: Path) ->
     import time
 
     data = tmp_path / "bars.csv"
-    synthetic_bars(30_000, seed=9).to_frame().to_csv(data, index=False)
+    synthetic_bars(80_000, seed=9).to_frame().to_csv(data, index=False)  # under backtrader: long enough to stop
     db = tmp_path / "term.db"
     proc = subprocess.Popen([sys.executable, "run_backtest.py", "--data", str(data), "--strategy", "zscore",
                              "--engine", "backtrader", "--db", str(db), "--json", "--name", "stopped"],

@@ -173,7 +173,7 @@ def test_a_killed_backtest_shows_as_interrupted_and_a_finished_one_leaves_no_own
     from feeds.synthetic import synthetic_bars
 
     data = tmp_path / "bars.csv"
-    synthetic_bars(30_000, seed=8).to_frame().to_csv(data, index=False)
+    synthetic_bars(80_000, seed=8).to_frame().to_csv(data, index=False)  # under backtrader: long enough to kill
     db = tmp_path / "runs.db"
     base = [sys.executable, "run_backtest.py", "--data", str(data), "--strategy", "zscore", "--db", str(db), "--json"]
     done = subprocess.run([*base, "--name", "finished"], cwd=ROOT, capture_output=True, text=True, timeout=120)
