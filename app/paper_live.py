@@ -21,7 +21,7 @@ from feeds.ccxt_feed import CcxtCandleClient, open_live_feed
 from feeds.errors import FeedStopped
 from feeds.retry import call_with_retry
 from store.db import init_db
-from store.lease import LeaseHeld, LeaseKeeper, LeaseLost, LeaseOwner, release_lease
+from store.lease import LeaseHeld, LeaseKeeper, LeaseLost, LeaseOwner
 from store.repository import load_model_versions, load_run_bars, mark_run
 from strategies.base import Strategy
 
@@ -80,13 +80,8 @@ def run_paper(settings: PaperSettings, strategy: Strategy, stop: threading.Event
             _fail(session, exc)
         raise
     finally:
-        if keeper is not None:
-            keeper.stop()
-        if plan is not None and db is not None and (keeper is None or keeper.lost is None):
-            try:
-                release_lease(db, plan.run_id, me.token)
-            except Exception:  # a dead DB: the lease goes stale by itself
-                pass
+        if keeper is not None:  # (it exists once the run is planned: the lease is ours from then on)
+            keeper.stop_and_release()
         if db is not None:
             db.dispose()  # no connection outlives the run (an in-process caller, a test)
 

@@ -6,8 +6,7 @@ executes; its driver stores), and a worker should not import SQLAlchemy to start
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, suppress
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from app.backtest import BacktestOutcome, BacktestRequest, ProgressFactory, execute, resolve, tradable_start
 from app.registry import config_dict
@@ -15,7 +14,8 @@ from domain.series import BarSeries
 from domain.times import timeframe_name
 from store.repository import (BacktestWriter, RunSpec, backtest_writer, create_run, mark_run, refuse_taken_name,
                               streams_while_running)
-from store.lease import DEFAULT_STALE_AFTER_S, LeaseKeeper, LeaseOwner, release_lease
+from store.db import error_line
+from store.lease import DEFAULT_STALE_AFTER_S, LeaseKeeper, LeaseOwner
 from strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
     me = LeaseOwner.me()
     run_id = create_run(db, run_spec(request, series, params, strategy, name=name, extra=extra),
                         extra_rows=[me.new_row()])
-    with _owned_while_running(db, run_id, me):
+    # The owner row beats while the run goes, as a paper run's does: a row left 'running' by a killed
+    # process, or by a database that went away, is told from a live one (inspect_trades.py: interrupted).
+    with LeaseKeeper(db, run_id, me.token, DEFAULT_STALE_AFTER_S / 4):
         try:
             if streams_while_running(db) and request.engine == "native":  # rows go to the server during the loop
                 with backtest_writer(db, run_id) as writer:
@@ -69,29 +71,14 @@ def run_and_store(db: Any, request: BacktestRequest, series: BarSeries, *, name:
     return run_id, outcome
 
 
-@contextmanager
-def _owned_while_running(db: Any, run_id: str, me: LeaseOwner) -> Iterator[None]:
-    """The run's owner row (host, pid) beats while the block runs, as a paper run's does, and is
-    removed after it: a row left 'running' by a killed process, or by a database that went away, is
-    then told from one still running (inspect_trades.py lists it as interrupted)."""
-    keeper = LeaseKeeper(db, run_id, me.token, DEFAULT_STALE_AFTER_S / 4).start()
-    try:
-        yield
-    finally:
-        keeper.stop()
-        with suppress(Exception):  # the database is gone: the row stays, and says who owned the run
-            release_lease(db, run_id, me.token)
-
-
 def _mark_failed(db: Any, run_id: str, exc: BaseException) -> None:
     """Mark the run failed with its error. If the database itself failed (the server went away), the
     row stays 'running' and its owner row says the process is gone."""
     try:
         mark_run(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
     except Exception as marking:
-        first = str(marking).strip().splitlines()
         log.info("run %s could not be marked failed (%s: %s)", run_id[:8], type(marking).__name__,
-                 first[0] if first else "")
+                 error_line(marking))
 
 
 def save_outcome(db: Any, run_id: str, outcome: BacktestOutcome) -> None:

@@ -215,9 +215,9 @@ def print_db_error(exc: BaseException) -> int:
     first line only: no SQL, parameters or SQLAlchemy's help link."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    text = lines[0] if lines else type(original).__name__
+    from store.db import error_line
+
+    text = error_line(exc)
     if isinstance(exc, (OperationalError, InterfaceError)):
         return print_error(f"database unavailable: {text}", status=3)
     return print_error(f"database error: {text}", status=1)

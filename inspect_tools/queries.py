@@ -28,6 +28,9 @@ from store.schema import (BarRow, EquityRow, FillRow, ModelVersionRow, OrderRow,
 from store.series import SeriesFrame, last_chunked_values, read_group, stored_length
 
 Row = dict[str, Any]
+# who drives a run (its lease): what inspect_tools.summary.interruption reads
+_OWNER_COLUMNS = (RunLeaseRow.host.label("owner_host"), RunLeaseRow.pid.label("owner_pid"),
+                  RunLeaseRow.heartbeat_at_ms.label("owner_heartbeat_ms"))
 _HEX = set("0123456789abcdef")
 _MAX_CANDIDATES = 10
 
@@ -113,9 +116,7 @@ class StoreReader:
         query = select(RunRow.id, RunRow.name, RunRow.mode, RunRow.strategy, RunRow.engine, RunRow.symbol,
                        RunRow.exchange, RunRow.timeframe, RunRow.status, RunRow.error, RunRow.start_ts,
                        RunRow.end_ts, RunRow.last_bar_ts, RunRow.initial_cash, RunRow.metrics, RunRow.created_at,
-                       trades.label("trade_rows"), last_equity.label("last_equity"),
-                       RunLeaseRow.host.label("owner_host"), RunLeaseRow.pid.label("owner_pid"),
-                       RunLeaseRow.heartbeat_at_ms.label("owner_heartbeat_ms"),
+                       trades.label("trade_rows"), last_equity.label("last_equity"), *_OWNER_COLUMNS,
                        ).outerjoin(RunLeaseRow, RunLeaseRow.run_id == RunRow.id)
         if mode:
             query = query.where(RunRow.mode == mode)
@@ -135,9 +136,7 @@ class StoreReader:
 
     def owner(self, run_id: str) -> Row | None:
         """The process recorded as driving the run (host, pid, heartbeat), if any."""
-        row = self.conn.execute(select(RunLeaseRow.host.label("owner_host"), RunLeaseRow.pid.label("owner_pid"),
-                                       RunLeaseRow.heartbeat_at_ms.label("owner_heartbeat_ms"))
-                                .where(RunLeaseRow.run_id == run_id)).first()
+        row = self.conn.execute(select(*_OWNER_COLUMNS).where(RunLeaseRow.run_id == run_id)).first()
         return None if row is None else row._asdict()
 
     def run(self, run_id: str) -> Row:

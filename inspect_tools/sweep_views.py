@@ -95,7 +95,7 @@ def cmd_sweep(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> Non
         return
     summary = sweep.get("summary") or {}
     # errors are text from anywhere: escaped, so a "[...]" in one is not read as markup
-    failures = [escape(line) for line in failure_lines([{"status": r["status"], "error": r["error"]} for r in rows])]
+    failures = [escape(line) for line in failure_lines(rows)]
     if summary:
         footer = failures + selection_lines(summary)
     else:

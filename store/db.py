@@ -110,7 +110,7 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
             # Two processes creating the same new database: the other one won, which is fine.
             if not (state.empty and _wait_for_head(url, sqlite_path)):
                 engine.dispose()
-                raise StoreError(f"cannot set up {_safe(url)}: {_first_line(exc)}") from None
+                raise StoreError(f"cannot set up {_safe(url)}: {error_line(exc)}") from None
     return engine
 
 
@@ -172,9 +172,9 @@ def _probe(url: str, sqlite_path: Path | None) -> SchemaState:
         with probe.connect() as conn:
             return _schema_state(conn)
     except (DatabaseError, OperationalError) as exc:
-        raise StoreError(f"cannot open {_safe(url)}: {_first_line(exc)}") from None
+        raise StoreError(f"cannot open {_safe(url)}: {error_line(exc)}") from None
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open {_safe(url)}: {_first_line(exc)}") from None
+        raise StoreError(f"cannot open {_safe(url)}: {error_line(exc)}") from None
     finally:
         probe.dispose()
 
@@ -312,6 +312,8 @@ def _install_sqlite_pragmas(engine: Engine, wal: bool) -> None:
         cur.close()
 
 
-def _first_line(exc: Exception) -> str:
+def error_line(exc: BaseException) -> str:
+    """A database error's first line: the driver's message (``orig``) without SQL, parameters or
+    SQLAlchemy's help link; the type's name when it has none."""
     text_ = str(getattr(exc, "orig", exc) or exc)
     return text_.strip().splitlines()[0] if text_.strip() else type(exc).__name__

@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -213,6 +214,20 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(10)
+
+    def stop_and_release(self) -> None:
+        """Stop beating and give the run up, unless it was lost (it is someone else's now). A database
+        that is gone keeps the row: it goes stale by itself, and says who owned the run."""
+        self.stop()
+        if self.lost is None:
+            with suppress(Exception):
+                release_lease(self.engine, self.run_id, self.token)
+
+    def __enter__(self) -> "LeaseKeeper":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_and_release()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
