@@ -6,7 +6,8 @@ Keep ``REVISIONS`` in step with ``versions/`` (a test checks it).
 """
 from pathlib import Path
 
-REVISIONS = ("0001_baseline", "0002_series_chunks", "0003_run_leases", "0004_sweeps", "0005_run_keys")
+REVISIONS = ("0001_baseline", "0002_series_chunks", "0003_run_leases", "0004_sweeps", "0005_run_keys",
+             "0006_statement_checked_refs")
 HEAD = REVISIONS[-1]
 BASELINE = REVISIONS[0]
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
