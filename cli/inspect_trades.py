@@ -19,7 +19,7 @@ from inspect_tools.export import FORMATS
 from inspect_tools.queries import open_reader
 from inspect_tools.timefmt import time_arg
 from inspect_tools.views import DEFAULT_LIMIT
-from store.db import DEFAULT_DB_URL, StoreError
+from store.db import DEFAULT_DB_URL, StoreError, error_line
 
 PROG = "inspect_trades.py"
 EPILOG = """examples:
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InspectError, StoreError) as exc:
         return _fail(str(exc))
     except SQLAlchemyError as exc:
-        return _fail(f"database error: {_first_line(str(getattr(exc, 'orig', None) or exc))}")
+        return _fail(f"database error: {error_line(exc)}")
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Exception as exc:  # a bug: still one line, with a way to get the traceback

@@ -53,6 +53,11 @@ class LeaseLost(StoreError):
     """This process's lease was taken over (it was considered dead); it must stop writing."""
 
 
+def _this_host() -> str:
+    """This machine's name as an owner row records it (the column holds 255 characters)."""
+    return socket.gethostname()[:255]
+
+
 @dataclass(frozen=True)
 class LeaseOwner:
     """Who we are: a fresh token per process start, the host name and the pid."""
@@ -63,7 +68,7 @@ class LeaseOwner:
 
     @classmethod
     def me(cls) -> "LeaseOwner":
-        return cls(uuid.uuid4().hex, socket.gethostname()[:255], os.getpid())
+        return cls(uuid.uuid4().hex, _this_host(), os.getpid())
 
     def new_row(self, run_id: str | None = None) -> RunLeaseRow:
         now = _now_ms()
@@ -108,7 +113,7 @@ def why_owner_gone(host: str, pid: int, heartbeat_at_ms: int, now_ms: int | None
     """Why a recorded owner is presumed dead (its pid is gone on this host, or it has not beaten for
     ``stale_after_s``), or None while it must be presumed alive. Also what the inspector tells an
     interrupted run by, among those still 'running'."""
-    if host == (this_host or socket.gethostname()[:255]) and not pid_alive(pid):
+    if host == (this_host or _this_host()) and not pid_alive(pid):
         return f"pid {pid} on this host is gone"
     age_s = ((_now_ms() if now_ms is None else now_ms) - heartbeat_at_ms) / 1000
     if age_s > stale_after_s:
