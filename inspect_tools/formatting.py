@@ -114,7 +114,7 @@ def failure_lines(runs: list[dict[str, Any]], limit: int = 3) -> list[str]:
     errors: dict[str, int] = {}
     for run in runs:
         if run.get("status") == "failed":
-            message = (run.get("error") or "no error stored").strip().splitlines()[0]
+            message = next(iter((run.get("error") or "").strip().splitlines()), "no error stored")
             errors[message] = errors.get(message, 0) + 1
     if not errors:
         return []

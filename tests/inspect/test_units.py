@@ -6,7 +6,7 @@ import pytest
 
 from engine.metrics import buy_and_hold_equity, max_drawdown
 from inspect_tools.curves import buy_and_hold, thin_indices
-from inspect_tools.formatting import format_value, metric_specs
+from inspect_tools.formatting import failure_lines, format_value, metric_specs
 from inspect_tools.queries import drawdown
 from domain.times import TimeRange, ms_to_iso, parse_time
 
@@ -84,3 +84,11 @@ def test_formats() -> None:
     assert format_value("raw", 10.0) == "10.0" and format_value("raw", "x") == "x"
     assert format_value("auto", True) == "yes"
     assert [s.key for s in metric_specs(["zeta", "sharpe", "total_return"])] == ["total_return", "sharpe", "zeta"]
+
+
+def test_failure_lines_count_each_error_once_by_its_first_line() -> None:
+    runs = [{"status": "failed", "error": "ValueError: bad\ntraceback"},
+            {"status": "failed", "error": "ValueError: bad"}, {"status": "failed", "error": "   "},
+            {"status": "failed", "error": None}, {"status": "completed"}]
+    assert failure_lines(runs) == ["4 runs failed:", "  2 × ValueError: bad", "  2 × no error stored"]
+    assert failure_lines([{"status": "completed", "error": None}]) == []
