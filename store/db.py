@@ -29,7 +29,8 @@ from store.schema import SCHEMA_VERSION
 
 DEFAULT_DB_URL = "sqlite:///btc_score.db"
 SQLITE_PAGE_SIZE = 16384  # for new files (see _install_sqlite_pragmas)
-UPGRADE_HINT = "back it up, then upgrade it with: python -m store upgrade --db URL (or pass --upgrade-db)"
+UPGRADE_HINT = "back it up, then upgrade it with: python -m store upgrade --db URL"
+_UPGRADE_FLAG_HINT = " (or pass --upgrade-db)"  # the scripts that write have the flag; readers (the inspector) do not
 
 # Columns of every table of the baseline schema (files made before migrations existed).
 BASELINE_COLUMNS = {
@@ -99,7 +100,7 @@ def init_db(url_or_path: str = DEFAULT_DB_URL, *, read_only: bool = False, creat
                          "unknown; it was left untouched: update the code or use another --db")
     elif state.revision != HEAD and not (upgrade and not read_only):
         raise StoreError(f"database schema revision {state.revision} is older than this code's ({HEAD}); "
-                         + UPGRADE_HINT.replace("URL", _safe(url)))
+                         + UPGRADE_HINT.replace("URL", _safe(url)) + ("" if read_only else _UPGRADE_FLAG_HINT))
     if sqlite_path is not None and not read_only and create:
         _prepare_folder(sqlite_path)
     engine = _make_engine(url, sqlite_path, read_only)
