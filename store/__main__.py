@@ -1,23 +1,44 @@
 """``python -m store upgrade --db URL``: migrate a database made by an older version of this tool.
 
-Also ``python -m store revision --db URL``: print the database's schema revision and this code's.
-Exit 0 on success; 2 with one line on stderr when the database cannot be used.
+Also ``python -m store revision --db URL``: print the database's schema revision and this code's;
+and ``python -m store delete RUN --db URL``: delete a run (id, unique id prefix or name) with all its
+rows, e.g. one that failed or was interrupted and holds a name you want to use again.
+Exit 0 on success; 2 with one line on stderr when the database or the run cannot be used; 3 when
+the database fails while working.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from store.db import DEFAULT_DB_URL, StoreError, _probe, _safe, _sqlite_path, normalise_url, upgrade_db
+from sqlalchemy.exc import SQLAlchemyError
+
+from store.db import DEFAULT_DB_URL, StoreError, _probe, _safe, _sqlite_path, error_line, normalise_url, upgrade_db
 from store.migrations import HEAD
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("upgrade", "revision"))
+    parser.add_argument("command", choices=("upgrade", "revision", "delete"))
+    parser.add_argument("run", nargs="?", metavar="RUN", help="delete: the run's id, unique id prefix or name")
     parser.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL or SQLite file (default %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help="delete: skip the check that no live process owns the run (a 'running' run whose "
+                             "owner was not recorded)")
     args = parser.parse_args(argv)
+    if (args.run is not None) != (args.command == "delete"):
+        parser.error("RUN goes with delete, and only with it")
     try:
+        if args.command == "delete":
+            from store.db import init_db
+            from store.maintenance import delete_run
+
+            engine = init_db(args.db, create=False)
+            try:
+                print(delete_run(engine, args.run, force=args.force).describe())
+            finally:
+                engine.dispose()
+            return 0
         if args.command == "revision":
             url = normalise_url(args.db)
             state = _probe(url, _sqlite_path(url))
@@ -30,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SQLAlchemyError as exc:
+        print(f"error: database error: {error_line(exc)}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ def refuse_taken_name(engine: Engine, name: str) -> None:
 
 def _name_taken_message(run: RunRow) -> str:
     return (f"run name {run.name!r} is already used by run {run.id[:12]} ({run.mode} {run.strategy}, "
-            f"created {run.created_at}, status {run.status}); choose another name")
+            f"created {run.created_at}, status {run.status}); choose another name, or free it with "
+            f"`python -m store delete {run.id[:12]} --db …` (refused while its process runs)")
 
 
 def create_run(engine: Engine, spec: RunSpec, *, extra_rows: Sequence[Any] = ()) -> str:

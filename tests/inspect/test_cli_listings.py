@@ -207,3 +207,9 @@ def test_a_killed_backtest_shows_as_interrupted_and_a_finished_one_leaves_no_own
     assert table.status == 0 and "interrupted" in table.out
     shown = " ".join(cli("--db", db, "show", "killed").out.split())
     assert f"interrupted (stored as running; pid {slow.pid} on this host is gone)" in shown
+    # The interrupted run holds its name until it is deleted; the finished one keeps its rows.
+    deleted = subprocess.run([sys.executable, "-m", "store", "delete", "killed", "--db", str(db)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.startswith(f"deleted run {listed['killed']['id'][:12]} ('killed'), backtest zscore, running:")
+    assert [r["name"] for r in json.loads(cli("--db", db, "runs", "--format", "json").out)] == ["finished"]

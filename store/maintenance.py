@@ -1,0 +1,93 @@
+"""Deleting a stored run: how a name held by a failed or interrupted run is freed, or a run no longer wanted dropped.
+
+Why a separate module: everything else in the store adds rows; this is the one path that removes a
+run, so its safety checks live in one place:
+- a run whose owner (backtest or paper process) is alive is refused: deleting it under a running
+  process would make that process fail, or leave its later rows without a run;
+- a run that belongs to a sweep is refused: the sweep's statistics (DSR, PBO, the best run) are
+  computed over all of its runs, and a resumed sweep reruns what is missing by itself.
+The run's rows (orders, fills, trades, series chunks, model versions, owner row) go with it in the
+same transaction: by foreign-key cascades on SQLite, by the same cascades and the triggers of
+migration 0006 on PostgreSQL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, func, select
+
+from store.db import StoreError
+from store.lease import why_owner_gone
+from store.repository import find_run
+from store.schema import (FillRow, ModelVersionRow, OrderRow, RunLeaseRow, RunRow, SeriesChunkRow, SweepRow,
+                          SweepRunRow, TradeRow)
+
+
+class RunNotDeletable(StoreError):
+    """The run does not exist, or deleting it now could break a process or a sweep."""
+
+
+@dataclass(frozen=True)
+class DeletedRun:
+    run_id: str
+    name: str | None
+    mode: str
+    strategy: str
+    status: str
+    rows: dict[str, int]  # table → rows deleted with the run
+
+    def describe(self) -> str:
+        label = f"run {self.run_id[:12]}" + (f" ({self.name!r})" if self.name else "")
+        counts = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in self.rows.items())
+        return f"deleted {label}, {self.mode} {self.strategy}, {self.status}: {counts}"
+
+
+def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
+    """Delete the run ``ref`` names (id, unique id prefix or name) and all its rows, in one transaction.
+
+    ``force`` skips the check that no live process owns the run (for a run left 'running' by a
+    version that recorded no owner, or an owner on another host whose heartbeat is still fresh)."""
+    found = find_run(engine, ref)
+    if found is None:
+        raise RunNotDeletable(f"no run matches {ref!r} (an id, a unique id prefix or a name)")
+    run_id = found.id
+    with engine.begin() as conn:
+        locking = conn.dialect.name == "postgresql"
+        if not locking:  # take SQLite's write lock before the checks, so no writer comes between them and the delete
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        run_query = select(RunRow).where(RunRow.id == run_id)
+        run = conn.execute(run_query.with_for_update() if locking else run_query).first()
+        if run is None:
+            raise RunNotDeletable(f"run {run_id[:12]} was deleted meanwhile")
+        sweep = conn.execute(select(SweepRow.name).join(SweepRunRow, SweepRunRow.sweep_id == SweepRow.id)
+                             .where(SweepRunRow.run_id == run_id)).scalar()
+        if sweep is not None:
+            raise RunNotDeletable(f"run {run_id[:12]} belongs to sweep {sweep!r}, whose statistics are computed over "
+                                  "all its runs; it is kept with the sweep")
+        if not force:
+            _refuse_live_owner(conn, run)
+        rows = {
+            "orders": _count(conn, OrderRow.run_key == run.key),
+            "fills": _count(conn, FillRow.run_key == run.key),
+            "trades": _count(conn, TradeRow.run_key == run.key),
+            "series_chunks": _count(conn, SeriesChunkRow.run_id == run_id),
+            "model_versions": _count(conn, ModelVersionRow.run_id == run_id),
+        }
+        conn.execute(delete(RunRow).where(RunRow.id == run_id))  # the rest cascades
+    return DeletedRun(run_id, run.name, run.mode, run.strategy, run.status, rows)
+
+
+def _refuse_live_owner(conn, run) -> None:
+    owner = conn.execute(select(RunLeaseRow).where(RunLeaseRow.run_id == run.id)).first()
+    if owner is not None:
+        if why_owner_gone(owner.host, owner.pid, owner.heartbeat_at_ms) is None:
+            raise RunNotDeletable(f"run {run.id[:12]} is being run by pid {owner.pid} on host {owner.host!r}; "
+                                  "stop that process first")
+    elif run.status == "running":
+        raise RunNotDeletable(f"run {run.id[:12]} is 'running' and records no owner process to check; if its "
+                              "process is gone, delete it with --force")
+
+
+def _count(conn, condition) -> int:
+    table = condition.left.table
+    return int(conn.execute(select(func.count()).select_from(table).where(condition)).scalar_one())
