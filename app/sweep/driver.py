@@ -30,7 +30,7 @@ from app.sweep.planners import GridPlanner, OptunaPlanner
 from app.sweep.worker import TaskResult, run_task
 from engine.metrics import bars_per_year
 from feeds.files import file_sha256
-from domain.times import timeframe_name, timeframe_ms
+from domain.times import ms_to_text, timeframe_name, timeframe_ms
 from feeds.validation import DataError
 from store.repository import RunSpec, load_equity
 from store.sweeps import SweepLink, finish_sweep, open_sweep, save_sweep_run, stored_configs, sweep_runs
@@ -90,7 +90,8 @@ class SweepDriver:
         self.progress = progress or NoProgress()
         self.spec = get_spec(request.strategy)
         self.names = set(self.spec.param_names())
-        self.data_hashes = {path: _hash_file(path) for path in request.data}
+        self.data_hashes = ({path: _hash_file(path) for path in request.data} if request.select_until_ms is None
+                            else {path: _check_split(path, request.select_until_ms) for path in request.data})
         self._check_request()
         self.sweep_id = ""
         self.stored: dict[str, str] = {}
@@ -304,6 +305,25 @@ def _hash_file(path: str) -> str:
     if not p.is_file():
         raise DataError(f"{path}: file not found" if not p.exists() else f"{path}: not a file")
     return file_sha256(p)
+
+
+def _check_split(path: str, until_ms: int) -> str:
+    """The file's hash, after refusing a ``--select-until`` that leaves either side without bars.
+
+    Why the driver reads the bars here (once per file, only with --select-until): otherwise every
+    task finds the problem itself, and the sweep ends with all its runs failed instead of one line."""
+    from feeds.files import load_bars
+
+    series = load_bars(path)
+    ts = series.ts_ms
+    span = f"its bars run {ms_to_text(int(ts[0]))} → {ms_to_text(int(ts[-1]))}"
+    if int(np.searchsorted(ts, until_ms, side="left")) < 2:
+        raise DataError(f"--select-until {ms_to_text(until_ms)}: fewer than 2 bars of {path} before it to choose on "
+                        f"({span})")
+    if ts[-1] < until_ms:
+        raise DataError(f"--select-until {ms_to_text(until_ms)}: no bar of {path} at or after it to judge the "
+                        f"choice on ({span})")
+    return series.sha256
 
 
 def save_result(db: Any, sweep_id: str, task: SweepTask, result: TaskResult) -> str:

@@ -108,12 +108,12 @@ def test_report_of_a_sweep_where_no_run_completed_says_so(cli, tmp_path) -> None
     data = tmp_path / "bars.csv.gz"
     synthetic_bars(500, seed=4).to_frame().to_csv(data, index=False)
     db = tmp_path / "fail.db"
-    assert run_sweep.main(["--data", str(data), "--strategy", "zscore", "--grid", "window=10,20", "--workers", "1",
-                           "--db", str(db), "--name", "none", "--select-until", "1999-01-01", "--json"]) == 1
+    assert run_sweep.main(["--data", str(data), "--strategy", "zscore", "--grid", "window=1", "--grid",
+                           "entry_z=1.5,2", "--workers", "1", "--db", str(db), "--name", "none", "--json"]) == 1
     out = tmp_path / "none.html"
     result = cli("--db", db, "report", "none", "-o", out)
     assert result.status == 0, result.err
     page = out.read_text(encoding="utf-8")
     assert "No run completed with a sharpe: nothing to select" in page and "No completed run to chart" in page
     assert "class='kv' id='selection'" not in page  # no table of empty statistics
-    assert page.count("fewer than 2 bars on this side of --select-until") == 2  # each run's error, in its row
+    assert page.count("window must be &gt;= 2, got 1") == 2  # each run's error, in its row

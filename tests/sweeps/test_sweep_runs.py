@@ -293,21 +293,39 @@ def test_select_until_chooses_on_earlier_bars_and_reports_on_later_ones(candles,
 
 
 def test_a_sweep_whose_runs_all_fail_says_why_once_and_exits_1(candles, tmp_path, capsys) -> None:
-    """Every run failing for one reason (here a split before the data) is one grouped line, not N silent
-    'failed' rows; with nothing to select the exit status is 1, and --json still prints the summary."""
+    """Every run failing for one reason (here a window the strategy refuses) is one grouped line, not N
+    silent 'failed' rows; with nothing to select the exit status is 1, and --json still prints the summary."""
     db = f"sqlite:///{tmp_path / 'fail.db'}"
-    base = ["--data", str(candles), "--strategy", "zscore", "--grid", "window=10,20,30", "--workers", "1",
-            "--db", db, "--select-until", "1999-01-01"]
+    base = ["--data", str(candles), "--strategy", "zscore", "--grid", "window=1", "--grid", "entry_z=1.5,2,2.5",
+            "--workers", "1", "--db", db]
     capsys.readouterr()
     assert run_sweep.main([*base, "--name", "all-fail"]) == 1
     out = " ".join(capsys.readouterr().out.split())  # as read, whatever the terminal's width
-    reason = "fewer than 2 bars on this side of --select-until"
+    reason = "window must be >= 2, got 1"
     assert "3 runs failed:" in out and out.count(reason) == 1 and "3 × ValueError" in out
     assert "nothing to select" in out and "Deflated Sharpe Ratio" not in out
     assert run_sweep.main([*base, "--name", "all-fail-json", "--json"]) == 1
     payload = json.loads(capsys.readouterr().out)
     assert payload["best"] is None and {r["status"] for r in payload["runs"]} == {"failed"}
     assert all(reason in r["error"] for r in payload["runs"])
+
+
+@pytest.mark.parametrize("until, reason", [("1999-01-01", "fewer than 2 bars of"),
+                                           ("2100-01-01", "no bar of")])
+def test_a_split_that_leaves_a_side_without_bars_is_refused_before_any_run(candles, tmp_path, capsys, until,
+                                                                           reason) -> None:
+    """The driver reads each file's bars once when --select-until is given, so a split outside the data is
+    one line and exit 2 before the store is opened, not a sweep of runs that all fail in the workers."""
+    db = tmp_path / "split.db"
+    capsys.readouterr()
+    status = run_sweep.main(["--data", str(candles), "--strategy", "zscore", "--grid", "window=10,20",
+                             "--workers", "1", "--db", str(db), "--name", "split", "--select-until", until, "--json"])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --select-until") and reason in lines[0]
+    assert str(candles) in lines[0] and "its bars run" in lines[0]
+    assert not db.exists()  # nothing written
 
 
 def test_some_failed_runs_are_summarised_under_the_table_and_the_sweep_succeeds(candles, tmp_path, capsys) -> None:
