@@ -214,6 +214,8 @@ def _overview(run: Row, counts: dict[str, int], owner: Row | None = None,
              ("engine", run["engine"]), ("status", status)]
     if run["error"]:
         pairs.append(("error", run["error"]))
+    if run["mode"] == "backtest" and run["name"] and (interrupted or run["status"] == "failed"):
+        pairs.append(("its name", f"held until deleted: python -m store delete {short_id(run['id'])} --db …"))
     pairs += [("symbol", run["symbol"] or ""), ("exchange", run["exchange"] or ""),
               ("timeframe", run["timeframe"] or ""), ("period (UTC)", f"{ms_to_text(run['start_ts'])} → "
                                                                        f"{ms_to_text(run['end_ts'])}"),

@@ -207,6 +207,8 @@ def test_a_killed_backtest_shows_as_interrupted_and_a_finished_one_leaves_no_own
     assert table.status == 0 and "interrupted" in table.out
     shown = " ".join(cli("--db", db, "show", "killed").out.split())
     assert f"interrupted (stored as running; pid {slow.pid} on this host is gone)" in shown
+    assert f"held until deleted: python -m store delete {listed['killed']['id'][:8]}" in shown
+    assert "held until deleted" not in " ".join(cli("--db", db, "show", "finished").out.split())
     # The interrupted run holds its name until it is deleted; the finished one keeps its rows.
     deleted = subprocess.run([sys.executable, "-m", "store", "delete", "killed", "--db", str(db)], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
