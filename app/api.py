@@ -119,12 +119,13 @@ def sweep(data: Sequence[str | Path], strategy: str = "zscore", *, grid: Mapping
           scheduler: str | None = None, db: str = "sweeps.db", name: str | None = None,
           select_until: int | None = None, metric: str = "sharpe", cash: float = 100_000.0,
           fee_bps: float = 10.0, slippage_bps: float = 0.0, long_only: bool = False,
-          progress: bool = True) -> SweepResult:
+          store_orders: bool = False, progress: bool = True) -> SweepResult:
     """Run (or, with the same ``name``, resume) a sweep; the same engine as ``run_sweep.py``.
 
     ``grid``: {name: [values]} (strategy parameters plus fee_bps, slippage_bps);
     or ``search_space``: {name: (low, high)} or (low, high, "log") with ``trials``
     for an Optuna search. ``data`` are file paths: workers load them themselves.
+    ``store_orders``: also store each trial's orders and fills (``run_sweep.py --store-orders``).
     """
     from app.registry import get_spec
     from app.sweep.driver import SearchSpec, SweepRequest
@@ -147,7 +148,7 @@ def sweep(data: Sequence[str | Path], strategy: str = "zscore", *, grid: Mapping
                            data=tuple(str(d) for d in data), grid=typed_grid, fixed=dict(params or {}),
                            search=search, seeds=tuple(seeds) if seeds else None, cash_quote=cash, fee_bps=fee_bps,
                            slippage_bps=slippage_bps, long_only=long_only, select_until_ms=select_until,
-                           metric=metric)
+                           metric=metric, store_orders=store_orders)
     with SweepProgress(metric, enabled=progress) as bar:
         summary = run_sweep(request, db, workers=workers, scheduler=scheduler, progress=bar)
     rows = [{"run_id": r["run_id"], **r["params"], "data": r["data"], "seed": r["seed"], "status": r["status"],

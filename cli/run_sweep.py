@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default: a new name from the time)")
     p.add_argument("--select-until", type=time_text("--select-until"), metavar="TS",
                    help="choose the best on bars before TS only, then report it on the bars after TS")
+    p.add_argument("--store-orders", action="store_true",
+                   help="also store every trial's orders and fills (default: metrics, trades and per-bar series; "
+                        "the out-of-sample run of --select-until is always stored in full)")
     p.add_argument("--metric", default="sharpe", help="what 'best' means (default sharpe; also sortino, calmar, "
                                                       "total_return, cagr, final_equity, profit_factor)")
     add_money_flags(p)  # --fee-bps / --slippage-bps apply unless swept with --grid fee_bps=… / slippage_bps=…
@@ -120,7 +123,7 @@ def make_request(args: argparse.Namespace) -> SweepRequest:
                         cash_quote=args.cash, fee_bps=args.fee_bps, maker_fee_bps=args.maker_fee_bps,
                         slippage_bps=args.slippage_bps,
                         long_only=args.long_only, select_until_ms=until, metric=args.metric, threads=args.threads,
-                        max_attempts=args.retries + 1)
+                        max_attempts=args.retries + 1, store_orders=args.store_orders)
 
 
 def main(argv: list[str] | None = None) -> int:

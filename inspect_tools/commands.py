@@ -139,6 +139,9 @@ def _write_binary(args: argparse.Namespace, out: TextIO, write: Any) -> None:
 
 def cmd_orders(args: argparse.Namespace, reader: StoreReader, out: TextIO) -> None:
     run = reader.resolve(args.run)
+    if not orders_stored(run):  # an empty listing would read as "it placed no orders"
+        raise InspectError(f"run {short_id(run['id'])} is a sweep trial stored without its orders and fills "
+                           "(run_sweep.py keeps them with --store-orders); its trades, equity and metrics are stored")
     flt = OrderFilter(when=time_range(args), side=args.side, reasons=split_values(args.reason),
                       statuses=split_values(args.status))
     rows = reader.orders(run["id"], flt)
@@ -224,7 +227,14 @@ def _overview(run: Row, counts: dict[str, int], owner: Row | None = None,
               ("initial cash", format_value("money", run["initial_cash"])),
               ("created / updated", f"{run['created_at']} / {run['updated_at']}"),
               ("stored rows", " · ".join(f"{n:,} {name}" for name, n in counts.items()))]
+    if not orders_stored(run):
+        pairs.append(("orders, fills", "not stored: a sweep trial (run_sweep.py --store-orders keeps them)"))
     return pairs
+
+
+def orders_stored(run: Row) -> bool:
+    """False for a sweep trial stored without its orders and fills (run_sweep.py without --store-orders)."""
+    return (run.get("params") or {}).get("orders_stored") is not False
 
 
 def _print_metrics(console: Console, run: Row) -> None:

@@ -58,17 +58,22 @@ class PreparedRun:
 
 def prepare_backtest(run_id: str, events: EngineEvents, order_status: dict[str, str], metrics: dict[str, Any],
                      report: dict[str, Any] | None, model_versions: Sequence[ModelVersionRecord] = (),
-                     start_ts: int | None = None, end_ts: int | None = None) -> PreparedRun:
-    """A finished backtest's rows and series chunks, ready for :func:`write_prepared`."""
-    return PreparedRun(run_id, list(backtest_tables(run_id, events, order_status, model_versions)),
+                     start_ts: int | None = None, end_ts: int | None = None, *,
+                     with_orders: bool = True) -> PreparedRun:
+    """A finished backtest's rows and series chunks, ready for :func:`write_prepared`. Without
+    ``with_orders`` its orders and fills are left out (a sweep trial's default: judging and reporting a
+    sweep read its metrics, trades and series)."""
+    return PreparedRun(run_id, list(backtest_tables(run_id, events, order_status, model_versions, with_orders)),
                        backtest_chunks(run_id, events), backtest_results(events, metrics, report, start_ts, end_ts))
 
 
 def backtest_tables(run_id: str, events: EngineEvents, order_status: dict[str, str],
-                     model_versions: Sequence[ModelVersionRecord]) -> Iterator[tuple[str, RowBatch]]:
+                     model_versions: Sequence[ModelVersionRecord],
+                     with_orders: bool = True) -> Iterator[tuple[str, RowBatch]]:
     """A backtest's SQL rows, one table at a time in insert order, empty tables left out."""
+    orders, fills = (events.orders, events.fills) if with_orders else ((), ())
     tables = chain([("model_versions", model_version_rows(run_id, model_versions))],
-                   activity_rows(run_id, events.orders, order_status, events.fills, events.trades, 0, ()))
+                   activity_rows(run_id, orders, order_status, fills, events.trades, 0, ()))
     return ((name, batch) for name, batch in tables if len(batch))
 
 

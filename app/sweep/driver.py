@@ -65,6 +65,10 @@ class SweepRequest:
     metric: str = "sharpe"
     threads: int = 1
     max_attempts: int = 3
+    # Trials keep their metrics, trades, per-bar series and model versions; their orders and fills (~3/4 of
+    # a run's rows, and of the one writer's work) only with store_orders. The out-of-sample run of the best
+    # (--select-until) is always stored in full.
+    store_orders: bool = False
 
 
 class Progress(Protocol):
@@ -138,7 +142,7 @@ class SweepDriver:
                                 role)
                 tasks.append(SweepTask(h, req.strategy, self.spec_params(strategy_params), broker, path,
                                        self.data_hashes[path], seed, role, req.select_until_ms, req.threads,
-                                       swept=dict(point)))
+                                       store_orders=req.store_orders or role == "holdout", swept=dict(point)))
         return tasks
 
     def spec_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +156,7 @@ class SweepDriver:
                 "data": [{"path": p, "sha256": h} for p, h in self.data_hashes.items()],
                 "broker": {"cash_quote": req.cash_quote, "fee_bps": req.fee_bps, "maker_fee_bps": req.maker_fee_bps,
                            "slippage_bps": req.slippage_bps, "long_only": req.long_only},
-                "select_until": req.select_until_ms, "metric": req.metric}
+                "select_until": req.select_until_ms, "metric": req.metric, "store_orders": req.store_orders}
 
     # ---- running -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -331,7 +335,7 @@ def save_result(db: Any, sweep_id: str, task: SweepTask, result: TaskResult) -> 
     params = {"strategy": task.strategy, "engine": "native", **task.broker, "cash": task.broker["cash_quote"],
               "strategy_params": result.params or task.params, "config": result.config, "seed": task.seed,
               "select_until": task.select_until_ms, "role": task.role, "sweep_id": sweep_id,
-              "timeframe_ms": result.timeframe_ms}
+              "timeframe_ms": result.timeframe_ms, "orders_stored": task.store_orders}
     spec = RunSpec(mode="backtest", strategy=task.strategy, initial_cash=task.broker["cash_quote"],
                    params=json.loads(json.dumps(params, default=list)), symbol="BTC/USDT",
                    timeframe=timeframe_name(result.timeframe_ms) if result.timeframe_ms else None,

@@ -55,6 +55,7 @@ class SweepTask:
     select_until_ms: int | None = None
     threads: int = 1  # torch / BLAS threads in the worker
     pack_rows: bool = False  # ship orders/fills/trades packed for a SQLite store (PreparedRun.packed_rows)
+    store_orders: bool = True  # False: the run's orders and fills are left out (a sweep trial's default)
     swept: dict[str, Any] = field(default_factory=dict)  # the values this sweep varies (for tables and reports)
 
 

@@ -100,7 +100,8 @@ def _run(task: SweepTask) -> TaskResult:
 
     r = outcome.result
     stored = prepare_backtest(new_run_id(), r.events, r.order_status, outcome.metrics, outcome.report,
-                              list(outcome.spec.model_versions(outcome.strategy)), r.start_ts, r.end_ts)
+                              list(outcome.spec.model_versions(outcome.strategy)), r.start_ts, r.end_ts,
+                              with_orders=task.store_orders)
     if task.pack_rows:
         stored = stored.packed_rows()
     return TaskResult(

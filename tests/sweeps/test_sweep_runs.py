@@ -57,6 +57,50 @@ def stored_trades(url: str, run_id: str) -> list[tuple]:
     return rows(url, f"select {TRADE_COLUMNS} from trades where run_key = (select key from runs where id = :r) order by seq", r=run_id)
 
 
+def activity_counts(url: str, run_id: str) -> tuple[int, int]:
+    """(orders, fills) stored for a run."""
+    key = "(select key from runs where id = :r)"
+    return tuple(rows(url, f"select (select count(*) from orders where run_key = {key}), "
+                           f"(select count(*) from fills where run_key = {key})", r=run_id)[0])
+
+
+ORDER_COLUMNS = "client_id, ts, type, side, qty, target_fraction, price, reason, status, signal, threshold"
+FILL_COLUMNS = "order_client_id, ts, side, qty, price, fee, reason"
+
+
+def test_trials_keep_trades_and_series_and_store_orders_keeps_their_orders_too(candles, db_url, tmp_path,
+                                                                                capsys) -> None:
+    """By default a trial stores what judging and reporting a sweep read (metrics, trades, per-bar series),
+    not its orders and fills, and the inspector says so instead of listing none; --store-orders stores them,
+    equal to the same configuration's run through run_backtest.py."""
+    from cli.inspect_trades import main as inspect_main
+
+    grid = ["--data", candles, "--strategy", "zscore", "--grid", "window=20,50", "--workers", "1", "--db", db_url]
+    lean = sweep_json(capsys, *grid, "--name", "lean", "--json")
+    full = sweep_json(capsys, *grid, "--name", "full", "--store-orders", "--json")
+    def by_window(summary: dict) -> list[dict]:
+        return sorted(summary["runs"], key=lambda r: r["params"]["window"])
+    for trial, stored in zip(by_window(lean), by_window(full)):
+        assert trial["params"] == stored["params"] and trial["metrics"] == stored["metrics"]
+        payload, trades = alone(capsys, tmp_path, candles, "zscore", trial["params"])
+        alone_db = f"sqlite:///{tmp_path / 'alone.db'}"
+        assert stored_trades(db_url, trial["run_id"]) == stored_trades(db_url, stored["run_id"]) == trades
+        assert list(equity_ts(db_url, trial["run_id"])) == list(equity_ts(alone_db, payload["run_id"]))
+        assert activity_counts(db_url, trial["run_id"]) == (0, 0)
+        for table, columns, key in (("orders", ORDER_COLUMNS, "client_id"), ("fills", FILL_COLUMNS, "ts")):
+            query = (f"select {columns} from {table} where run_key = (select key from runs where id = :r) "
+                     f"order by {key}, id")
+            assert rows(db_url, query, r=stored["run_id"]) == rows(alone_db, query, r=payload["run_id"]) != []
+    capsys.readouterr()
+    assert inspect_main(["--db", db_url, "orders", lean["runs"][0]["run_id"]]) == 1
+    err = capsys.readouterr().err
+    assert "a sweep trial stored without its orders and fills" in err and "--store-orders" in err
+    assert inspect_main(["--db", db_url, "orders", full["runs"][0]["run_id"], "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) > 0
+    assert inspect_main(["--db", db_url, "show", lean["runs"][0]["run_id"]]) == 0
+    assert "not stored: a sweep trial" in " ".join(capsys.readouterr().out.split())
+
+
 def test_sweep_on_a_local_dask_cluster_equals_runs_one_by_one(candles, db_url, tmp_path, capsys) -> None:
     from distributed import LocalCluster
 
@@ -273,6 +317,10 @@ def test_select_until_chooses_on_earlier_bars_and_reports_on_later_ones(candles,
                             extra=("--trade-from", str(split)))
     assert held["metrics"]["final_equity"] == payload["metrics"]["final_equity"]
     assert stored_trades(db_url, held["run_id"]) == trades
+    # the out-of-sample run is stored in full (its orders and fills too); the trials without theirs
+    assert activity_counts(db_url, held["run_id"]) == activity_counts(f"sqlite:///{tmp_path / 'alone.db'}",
+                                                                      payload["run_id"]) > (0, 0)
+    assert {activity_counts(db_url, r) for r in trials} == {(0, 0)}
     # bars after the split cannot change the choice: scramble them and sweep again
     frame = series.to_frame()
     later = frame["timestamp"] >= split
