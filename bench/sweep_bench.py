@@ -136,24 +136,31 @@ def main(argv: list[str] | None = None) -> int:
             # Interleaved repeats, the fastest counting (as in store_throughput.py): a shared host's speed
             # drifts by tens of percent within a minute, which one run of each would read as (anti-)scaling.
             exec_runs: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
-            e2e_runs: dict[int, list[float]] = {1: [], 2: []}
+            # The default sweep stores each trial's trades and series; the z-score grid is also swept with
+            # --store-orders (every order and fill too: ~4x the rows for the one writer).
+            e2e_modes = {"sweep": False, **({"sweep --store-orders": True} if label == "zscore" else {})}
+            e2e_runs: dict[tuple[str, int], list[float]] = {(m, w): [] for m in e2e_modes for w in (1, 2)}
             for attempt in range(args.repeat):
                 for w in (1, 2):
                     exec_runs[w].append(execute_only(driver, points, w))
-                for w in (1, 2):
-                    e2e_runs[w].append(end_to_end(SweepRequest(
-                        name=f"{label}-{w}-{attempt}", strategy=strategy, data=(str(files[label]),), grid=grid,
-                        fixed=fixed), root / f"{label}-{w}-{attempt}.db", w))
+                for k, (mode, store_orders) in enumerate(e2e_modes.items()):
+                    for w in (1, 2):
+                        e2e_runs[mode, w].append(end_to_end(SweepRequest(
+                            name=f"{label}-{k}-{w}-{attempt}", strategy=strategy, data=(str(files[label]),),
+                            grid=grid, fixed=fixed, store_orders=store_orders),
+                            root / f"{label}-{k}-{w}-{attempt}.db", w))
             exec_s = {w: min(runs, key=lambda r: r[0]) for w, runs in exec_runs.items()}
-            e2e_s = {w: min(runs) for w, runs in e2e_runs.items()}
             if args.repeat > 1:
-                console.print(f"[dim]{label}: end-to-end seconds per attempt, 1 worker {_secs(e2e_runs[1])}, "
-                              f"2 workers {_secs(e2e_runs[2])}[/dim]")
+                for mode in e2e_modes:
+                    console.print(f"[dim]{label}, {mode}: end-to-end seconds per attempt, 1 worker "
+                                  f"{_secs(e2e_runs[mode, 1])}, 2 workers {_secs(e2e_runs[mode, 2])}[/dim]")
             peak = max(r[1] for runs in exec_runs.values() for r in runs)  # the largest of every attempt
             for w, (secs, _, cpu) in exec_s.items():
                 console.print(f"[dim]{label}, {w} worker(s): {cpu / n:.2f} CPU s per config in the workers; they got "
                               f"{100 * cpu / (secs * w):.0f} % of {w} core(s) while running[/dim]")
-            for mode, secs in (("execute", {w: s for w, (s, _, _) in exec_s.items()}), ("sweep", e2e_s)):
+            timings = {"execute": {w: s for w, (s, _, _) in exec_s.items()},
+                       **{mode: {w: min(e2e_runs[mode, w]) for w in (1, 2)} for mode in e2e_modes}}
+            for mode, secs in timings.items():
                 rate = {w: 60.0 * n / secs[w] for w in (1, 2)}
                 speed = rate[2] / rate[1]
                 table.add_row(label, str(n), mode, f"{rate[1]:.1f}", f"{rate[2]:.1f}", f"{speed:.2f}×",

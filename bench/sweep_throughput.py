@@ -3,8 +3,9 @@
     python -m bench.sweep_throughput [--bars 150000] [--configs 32] [--score-configs 4] [--repeat 2]
 
 Two grids on SYNTHETIC hourly bars, each with 1 and 2 worker processes, in one run:
-- a z-score grid (window × entry_z; cheap runs, so storing each run's per-bar rows
-  in the driver is a large share of the work);
+- a z-score grid (window × entry_z; cheap runs, so storing each run's rows in the
+  driver is a large share of the work), swept end to end as run_sweep.py does by default
+  (each trial's metrics, trades and series) and with --store-orders (its orders and fills too);
 - a small score-strategy grid (walk-forward with tiny models; compute-bound).
 Each is measured twice:
 - "execute": the workers' part alone — the same executor and worker function as
@@ -13,7 +14,7 @@ Each is measured twice:
   SQLite file: pool start-up, opening the store, checking the data files, one
   transaction per run, the selection statistics.
 Speed-up = configs/min with 2 workers ÷ with 1; efficiency = speed-up ÷ 2. The
-target (2 workers ≥ 1.7× one) is for the z-score grid. Peak memory of each worker
+target (2 workers ≥ 1.7× one) is for the z-score grid's default sweep. Peak memory of each worker
 process (ru_maxrss, after many tasks) is compared with a fresh process running one
 configuration alone: the bare worker function, and run_backtest.py (which also stores it).
 On a machine shared with other work the numbers are noisy: compare within one run. Each
