@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, Row, delete, func, select
 
 from store.db import StoreError
 from store.lease import why_owner_gone
@@ -77,7 +79,7 @@ def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
     return DeletedRun(run_id, run.name, run.mode, run.strategy, run.status, rows)
 
 
-def _refuse_live_owner(conn, run) -> None:
+def _refuse_live_owner(conn: Connection, run: Row[Any]) -> None:
     owner = conn.execute(select(RunLeaseRow).where(RunLeaseRow.run_id == run.id)).first()
     if owner is not None:
         if why_owner_gone(owner.host, owner.pid, owner.heartbeat_at_ms) is None:
@@ -88,6 +90,6 @@ def _refuse_live_owner(conn, run) -> None:
                               "process is gone, delete it with --force")
 
 
-def _count(conn, condition) -> int:
+def _count(conn: Connection, condition: ColumnElement[bool]) -> int:
     table = condition.left.table
     return int(conn.execute(select(func.count()).select_from(table).where(condition)).scalar_one())
