@@ -1,17 +1,21 @@
-"""Deleting a stored run: how a name held by a failed or interrupted run is freed, or a run no longer wanted dropped.
+"""Deleting a stored run or sweep: how a name held by a failed or interrupted run is freed, a sweep's name
+made free for a new sweep, or results no longer wanted dropped.
 
 Why a separate module: everything else in the store adds rows; this is the one path that removes a
 run, so its safety checks live in one place:
 - a run whose owner (backtest or paper process) is alive is refused: deleting it under a running
   process would make that process fail, or leave its later rows without a run;
 - a run that belongs to a sweep is refused: the sweep's statistics (DSR, PBO, the best run) are
-  computed over all of its runs, and a resumed sweep reruns what is missing by itself.
+  computed over all of its runs, and a resumed sweep reruns what is missing by itself. A sweep is
+  deleted whole, with all its runs (refused while it is marked running, unless forced: a sweep's
+  driver records no owner to check).
 The run's rows (orders, fills, trades, series chunks, model versions, owner row) go with it in the
 same transaction: by foreign-key cascades on SQLite, by the same cascades and the triggers of
 migration 0006 on PostgreSQL.
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from typing import Any
@@ -25,8 +29,8 @@ from store.schema import (FillRow, ModelVersionRow, OrderRow, RunLeaseRow, RunRo
                           SweepRunRow, TradeRow)
 
 
-class RunNotDeletable(StoreError):
-    """The run does not exist, or deleting it now could break a process or a sweep."""
+class NotDeletable(StoreError):
+    """The run or sweep does not exist, or deleting it now could break a process or a sweep."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
     version that recorded no owner, or an owner on another host whose heartbeat is still fresh)."""
     found = find_run(engine, ref)
     if found is None:
-        raise RunNotDeletable(f"no run matches {ref!r} (an id, a unique id prefix or a name)")
+        raise NotDeletable(f"no run matches {ref!r} (an id, a unique id prefix or a name)")
     run_id = found.id
     with engine.begin() as conn:
         locking = conn.dialect.name == "postgresql"
@@ -60,12 +64,13 @@ def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
         run_query = select(RunRow).where(RunRow.id == run_id)
         run = conn.execute(run_query.with_for_update() if locking else run_query).first()
         if run is None:
-            raise RunNotDeletable(f"run {run_id[:12]} was deleted meanwhile")
+            raise NotDeletable(f"run {run_id[:12]} was deleted meanwhile")
         sweep = conn.execute(select(SweepRow.name).join(SweepRunRow, SweepRunRow.sweep_id == SweepRow.id)
                              .where(SweepRunRow.run_id == run_id)).scalar()
         if sweep is not None:
-            raise RunNotDeletable(f"run {run_id[:12]} belongs to sweep {sweep!r}, whose statistics are computed over "
-                                  "all its runs; it is kept with the sweep")
+            raise NotDeletable(f"run {run_id[:12]} belongs to sweep {sweep!r}, whose statistics are computed over "
+                               "all its runs; it is kept with the sweep (python -m store delete-sweep "
+                               f"{shlex.quote(sweep)} deletes the sweep with all its runs)")
         if not force:
             _refuse_live_owner(conn, run)
         rows = {
@@ -79,17 +84,63 @@ def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
     return DeletedRun(run_id, run.name, run.mode, run.strategy, run.status, rows)
 
 
+@dataclass(frozen=True)
+class DeletedSweep:
+    sweep_id: str
+    name: str
+    strategy: str
+    status: str
+    runs: int
+    rows: dict[str, int]  # table → rows deleted with its runs
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in self.rows.items())
+        return (f"deleted sweep {self.name!r} ({self.strategy}, {self.status}) and its {self.runs:,} runs: "
+                f"{counts}")
+
+
+def delete_sweep(engine: Engine, ref: str, *, force: bool = False) -> DeletedSweep:
+    """Delete the sweep named ``ref`` (or with that id), its runs and all their rows, in one transaction.
+
+    A sweep marked 'running' is refused without ``force``: its driver may still be storing runs, and
+    unlike a run it records no owner process to ask."""
+    with engine.begin() as conn:
+        locking = conn.dialect.name == "postgresql"
+        if not locking:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        query = select(SweepRow).where((SweepRow.name == ref) | (SweepRow.id == ref))
+        sweep = conn.execute(query.with_for_update() if locking else query).first()
+        if sweep is None:
+            raise NotDeletable(f"no sweep named {ref!r}")
+        if sweep.status == "running" and not force:
+            raise NotDeletable(f"sweep {sweep.name!r} is marked running: its driver may still be storing runs; "
+                                  "stop it first, or, if it is gone, delete the sweep with --force")
+        run_ids = select(SweepRunRow.run_id).where(SweepRunRow.sweep_id == sweep.id).scalar_subquery()
+        run_keys = select(RunRow.key).where(RunRow.id.in_(run_ids)).scalar_subquery()
+        runs = _count(conn, RunRow.id.in_(run_ids))
+        rows = {
+            "orders": _count(conn, OrderRow.run_key.in_(run_keys)),
+            "fills": _count(conn, FillRow.run_key.in_(run_keys)),
+            "trades": _count(conn, TradeRow.run_key.in_(run_keys)),
+            "series_chunks": _count(conn, SeriesChunkRow.run_id.in_(run_ids)),
+            "model_versions": _count(conn, ModelVersionRow.run_id.in_(run_ids)),
+        }
+        conn.execute(delete(RunRow).where(RunRow.id.in_(run_ids)))  # their rows and sweep links cascade
+        conn.execute(delete(SweepRow).where(SweepRow.id == sweep.id))
+    return DeletedSweep(sweep.id, sweep.name, sweep.strategy, sweep.status, runs, rows)
+
+
 def _refuse_live_owner(conn: Connection, run: Row[Any]) -> None:
     owner = conn.execute(select(RunLeaseRow).where(RunLeaseRow.run_id == run.id)).first()
     if owner is not None:
         if why_owner_gone(owner.host, owner.pid, owner.heartbeat_at_ms) is None:
-            raise RunNotDeletable(f"run {run.id[:12]} is being run by pid {owner.pid} on host {owner.host!r}; "
+            raise NotDeletable(f"run {run.id[:12]} is being run by pid {owner.pid} on host {owner.host!r}; "
                                   "stop that process first")
     elif run.status == "running":
-        raise RunNotDeletable(f"run {run.id[:12]} is 'running' and records no owner process to check; if its "
+        raise NotDeletable(f"run {run.id[:12]} is 'running' and records no owner process to check; if its "
                               "process is gone, delete it with --force")
 
 
 def _count(conn: Connection, condition: ColumnElement[bool]) -> int:
-    table = condition.left.table
+    table = condition.left.table  # type: ignore[attr-defined]  # a comparison: its left side is a column
     return int(conn.execute(select(func.count()).select_from(table).where(condition)).scalar_one())

@@ -7,6 +7,7 @@ at any moment and restarted stores every configuration exactly once.
 """
 from __future__ import annotations
 
+import shlex
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -41,18 +42,22 @@ def open_sweep(engine: Engine, name: str, strategy: str, spec: dict[str, Any]) -
         row = session.scalar(select(SweepRow).where(SweepRow.name == name))
         if row is not None:
             if row.strategy != strategy:
-                raise StoreError(f"sweep {name!r} exists for strategy {row.strategy!r}, not {strategy!r}; "
-                                 "use another --name")
+                raise StoreError(f"sweep {name!r} exists for strategy {row.strategy!r}, not {strategy!r}; use "
+                                 f"another --name, or delete that sweep: {_delete_hint(name)}")
             if (row.spec or {}).get("select_until") != spec.get("select_until"):
                 raise StoreError(f"sweep {name!r} was run with --select-until "
-                                 f"{(row.spec or {}).get('select_until')!r}; resume it with the same split "
-                                 "or use another --name")
+                                 f"{(row.spec or {}).get('select_until')!r}; resume it with the same split, "
+                                 f"use another --name, or delete that sweep: {_delete_hint(name)}")
             row.spec, row.status, row.updated_at = spec, "running", now
             return row.id, True
         sweep_id = uuid.uuid4().hex
         session.add(SweepRow(id=sweep_id, name=name, strategy=strategy, spec=spec, status="running",
                              created_at=now, updated_at=now))
     return sweep_id, False
+
+
+def _delete_hint(name: str) -> str:
+    return f"python -m store delete-sweep {shlex.quote(name)} --db …"
 
 
 def stored_configs(engine: Engine, sweep_id: str, role: str = "trial") -> dict[str, str]:

@@ -18,9 +18,9 @@ from feeds.synthetic import synthetic_bars
 from store.__main__ import main as store_main
 from store.db import init_db
 from store.lease import LeaseOwner
-from store.maintenance import RunNotDeletable, delete_run
+from store.maintenance import NotDeletable, delete_run
 from store.repository import RunSpec, create_run, find_run
-from store.schema import FillRow, OrderRow, RunLeaseRow, RunRow, SeriesChunkRow, TradeRow
+from store.schema import FillRow, OrderRow, RunLeaseRow, RunRow, SeriesChunkRow, SweepRow, TradeRow
 from store.sweeps import SweepLink, open_sweep, save_sweep_run
 
 ROWS = {"orders": OrderRow, "fills": FillRow, "trades": TradeRow}
@@ -84,7 +84,7 @@ def test_a_run_with_a_live_owner_is_refused_a_dead_one_is_deleted(db_url: str) -
     engine = init_db(db_url)
     spec = RunSpec(mode="backtest", strategy="zscore", initial_cash=1.0)
     live = create_run(engine, RunSpec(**{**spec.__dict__, "name": "live"}), extra_rows=[LeaseOwner.me().new_row()])
-    with pytest.raises(RunNotDeletable, match="is being run by pid .* stop that process first"):
+    with pytest.raises(NotDeletable, match="is being run by pid .* stop that process first"):
         delete_run(engine, "live")
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -101,7 +101,7 @@ def test_a_run_with_a_live_owner_is_refused_a_dead_one_is_deleted(db_url: str) -
 def test_a_running_run_without_owner_needs_force(db_url: str) -> None:
     engine = init_db(db_url)
     run = create_run(engine, RunSpec(mode="backtest", strategy="zscore", initial_cash=1.0, name="old"))
-    with pytest.raises(RunNotDeletable, match="records no owner process .* --force"):
+    with pytest.raises(NotDeletable, match="records no owner process .* --force"):
         delete_run(engine, run[:8])  # a unique id prefix
     assert find_run(engine, run) is not None
     assert delete_run(engine, "old", force=True).status == "running"
@@ -115,7 +115,59 @@ def test_a_sweeps_run_is_kept_with_the_sweep(db_url: str) -> None:
     run = save_sweep_run(engine, RunSpec(mode="backtest", strategy="zscore", initial_cash=1.0),
                          SweepLink(sweep_id, "trial", "h" * 16, {"window": 2}, "bars.csv", "0" * 64, None),
                          None, error="ValueError: bad")
-    with pytest.raises(RunNotDeletable, match="belongs to sweep 'grid'"):
+    with pytest.raises(NotDeletable, match="belongs to sweep .grid.*python -m store delete-sweep grid deletes"):
         delete_run(engine, run)
     assert find_run(engine, run) is not None
+    engine.dispose()
+
+
+def _sweep(db_url: str, data: Path, name: str, *extra: str) -> None:
+    from cli import run_sweep
+
+    assert run_sweep.main(["--data", str(data), "--strategy", "zscore", "--grid", "window=10,20", "--workers", "1",
+                           "--db", db_url, "--name", name, "--store-orders", "--json", *extra]) == 0
+
+
+def test_delete_sweep_takes_its_runs_and_their_rows_and_frees_its_name(two_runs, db_url: str, capsys) -> None:
+    """A sweep's name resumes it, so reusing the name for another sweep (here another strategy) needs the
+    old one deleted: the sweep, its runs and all their rows go; other runs and sweeps keep theirs."""
+    from cli import run_sweep
+    from store.sweeps import sweep_runs
+
+    engine, data = two_runs
+    _sweep(db_url, data, "old")
+    _sweep(db_url, data, "other")
+    with engine.connect() as conn:
+        sweep_ids = dict(conn.execute(select(SweepRow.name, SweepRow.id)).all())
+    old = [r["id"] for r in sweep_runs(engine, sweep_ids["old"])]
+    other = [r["id"] for r in sweep_runs(engine, sweep_ids["other"])]
+    kept = find_run(engine, "kept").id
+    before = {run: _counts(engine, run) for run in [*other, kept]}
+    gone = [_counts(engine, run) for run in old]
+    assert len(old) == 2 and all(min(c.values()) > 0 for c in gone)
+    capsys.readouterr()
+    refused = ["--data", str(data), "--strategy", "buyhold", "--workers", "1", "--db", db_url, "--name", "old"]
+    assert run_sweep.main(refused) == 2
+    assert "python -m store delete-sweep old --db" in capsys.readouterr().err
+    assert store_main(["delete-sweep", "old", "--db", db_url]) == 0
+    said = capsys.readouterr().out
+    total = sum(c["orders"] for c in gone)
+    assert said.startswith("deleted sweep 'old' (zscore, completed) and its 2 runs: ") and f"{total:,} orders" in said
+    assert [_counts(engine, run) for run in old] == [dict.fromkeys(gone[0], 0)] * 2
+    assert {run: _counts(engine, run) for run in [*other, kept]} == before
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(SweepRow.name)).scalars()) == ["other"]
+    assert run_sweep.main([*refused, "--json"]) == 0  # the name is free for a new sweep
+
+
+def test_a_sweep_marked_running_needs_force_and_unknown_sweeps_are_one_line(db_url: str, capsys) -> None:
+    engine = init_db(db_url)
+    open_sweep(engine, "live", "zscore", {})  # as a running (or killed) driver leaves it
+    capsys.readouterr()
+    assert store_main(["delete-sweep", "live", "--db", db_url]) == 2
+    assert "is marked running" in capsys.readouterr().err
+    assert store_main(["delete-sweep", "nope", "--db", db_url]) == 2
+    assert capsys.readouterr().err.strip() == "error: no sweep named 'nope'"
+    assert store_main(["delete-sweep", "live", "--db", db_url, "--force"]) == 0
+    assert "deleted sweep 'live' (zscore, running) and its 0 runs" in capsys.readouterr().out
     engine.dispose()
