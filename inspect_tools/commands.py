@@ -18,10 +18,11 @@ from inspect_tools.formatting import failure_lines, format_value, metric_kind, m
 from inspect_tools.outfile import write_atomically
 from inspect_tools.queries import OrderFilter, StoreReader, TradeFilter
 from inspect_tools.series_export import write_equity_csv, write_equity_json, write_equity_parquet
-from inspect_tools.summary import (baselines, comparison_columns, interruption, parameter_pairs, period_text,
-                                   report_extras, run_list_row)
+from inspect_tools.summary import (baselines, comparison_columns, interruption, orders_stored, parameter_pairs,
+                                   period_text, report_extras, run_list_row)
 from inspect_tools.tables import key_values, listing, make_console, metrics_table, print_listing
 from domain.times import TimeRange, ms_to_iso, ms_to_text
+from store.db import delete_run_hint
 from inspect_tools.views import (EQUITY_COLUMNS, FOLD_COLUMNS, ORDER_COLUMNS,
                                  ORDER_FIELDS, ORDER_TIMES, RUN_COLUMNS, RUN_FIELDS, TRADE_COLUMNS, TRADE_FIELDS,
                                  TRADE_TIMES, Column)
@@ -218,7 +219,7 @@ def _overview(run: Row, counts: dict[str, int], owner: Row | None = None,
     if run["error"]:
         pairs.append(("error", run["error"]))
     if run["mode"] == "backtest" and run["name"] and (interrupted or run["status"] == "failed"):
-        pairs.append(("its name", f"held until deleted: python -m store delete {short_id(run['id'])} --db …"))
+        pairs.append(("its name", f"held until deleted: {delete_run_hint(run['id'])}"))
     pairs += [("symbol", run["symbol"] or ""), ("exchange", run["exchange"] or ""),
               ("timeframe", run["timeframe"] or ""), ("period (UTC)", f"{ms_to_text(run['start_ts'])} → "
                                                                        f"{ms_to_text(run['end_ts'])}"),
@@ -230,11 +231,6 @@ def _overview(run: Row, counts: dict[str, int], owner: Row | None = None,
     if not orders_stored(run):
         pairs.append(("orders, fills", "not stored: a sweep trial (run_sweep.py --store-orders keeps them)"))
     return pairs
-
-
-def orders_stored(run: Row) -> bool:
-    """False for a sweep trial stored without its orders and fills (run_sweep.py without --store-orders)."""
-    return (run.get("params") or {}).get("orders_stored") is not False
 
 
 def _print_metrics(console: Console, run: Row) -> None:

@@ -28,6 +28,11 @@ def interruption(run: Row) -> str | None:
     return why_owner_gone(run["owner_host"], run["owner_pid"], run["owner_heartbeat_ms"])
 
 
+def orders_stored(run: Row) -> bool:
+    """False for a sweep trial stored without its orders and fills (run_sweep.py without --store-orders)."""
+    return (run.get("params") or {}).get("orders_stored") is not False
+
+
 def run_list_row(run: Row) -> Row:
     """One line of ``runs``: headline metrics, or the live return of a run without metrics yet.
 

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -31,6 +32,17 @@ DEFAULT_DB_URL = "sqlite:///btc_score.db"
 SQLITE_PAGE_SIZE = 16384  # for new files (see _install_sqlite_pragmas)
 UPGRADE_HINT = "back it up, then upgrade it with: python -m store upgrade --db URL"
 _UPGRADE_FLAG_HINT = " (or pass --upgrade-db)"  # the scripts that write have the flag; readers (the inspector) do not
+
+
+def delete_run_hint(run_id: str) -> str:
+    """The command that deletes a run (store/maintenance.py), for messages that name a run holding a name."""
+    return f"python -m store delete {run_id[:12]} --db …"
+
+
+def delete_sweep_hint(name: str) -> str:
+    """The command that deletes a sweep with all its runs, for messages that name a sweep."""
+    return f"python -m store delete-sweep {shlex.quote(name)} --db …"
+
 
 # Columns of every table of the baseline schema (files made before migrations existed).
 BASELINE_COLUMNS = {

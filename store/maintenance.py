@@ -15,14 +15,13 @@ migration 0006 on PostgreSQL.
 """
 from __future__ import annotations
 
-import shlex
+from collections.abc import Collection
 from dataclasses import dataclass
-
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, delete, func, select
 
-from store.db import StoreError
+from store.db import StoreError, delete_sweep_hint
 from store.lease import why_owner_gone
 from store.repository import find_run
 from store.schema import (FillRow, ModelVersionRow, OrderRow, RunLeaseRow, RunRow, SeriesChunkRow, SweepRow,
@@ -44,8 +43,7 @@ class DeletedRun:
 
     def describe(self) -> str:
         label = f"run {self.run_id[:12]}" + (f" ({self.name!r})" if self.name else "")
-        counts = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in self.rows.items())
-        return f"deleted {label}, {self.mode} {self.strategy}, {self.status}: {counts}"
+        return f"deleted {label}, {self.mode} {self.strategy}, {self.status}: {_rows_text(self.rows)}"
 
 
 def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
@@ -58,28 +56,18 @@ def delete_run(engine: Engine, ref: str, *, force: bool = False) -> DeletedRun:
         raise NotDeletable(f"no run matches {ref!r} (an id, a unique id prefix or a name)")
     run_id = found.id
     with engine.begin() as conn:
-        locking = conn.dialect.name == "postgresql"
-        if not locking:  # take SQLite's write lock before the checks, so no writer comes between them and the delete
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        run_query = select(RunRow).where(RunRow.id == run_id)
-        run = conn.execute(run_query.with_for_update() if locking else run_query).first()
+        run = _locked(conn, select(RunRow).where(RunRow.id == run_id))
         if run is None:
             raise NotDeletable(f"run {run_id[:12]} was deleted meanwhile")
         sweep = conn.execute(select(SweepRow.name).join(SweepRunRow, SweepRunRow.sweep_id == SweepRow.id)
                              .where(SweepRunRow.run_id == run_id)).scalar()
         if sweep is not None:
             raise NotDeletable(f"run {run_id[:12]} belongs to sweep {sweep!r}, whose statistics are computed over "
-                               "all its runs; it is kept with the sweep (python -m store delete-sweep "
-                               f"{shlex.quote(sweep)} deletes the sweep with all its runs)")
+                               f"all its runs; it is kept with the sweep ({delete_sweep_hint(sweep)} deletes the "
+                               "sweep with all its runs)")
         if not force:
             _refuse_live_owner(conn, run)
-        rows = {
-            "orders": _count(conn, OrderRow.run_key == run.key),
-            "fills": _count(conn, FillRow.run_key == run.key),
-            "trades": _count(conn, TradeRow.run_key == run.key),
-            "series_chunks": _count(conn, SeriesChunkRow.run_id == run_id),
-            "model_versions": _count(conn, ModelVersionRow.run_id == run_id),
-        }
+        rows = _row_counts(conn, [run_id], [run.key])
         conn.execute(delete(RunRow).where(RunRow.id == run_id))  # the rest cascades
     return DeletedRun(run_id, run.name, run.mode, run.strategy, run.status, rows)
 
@@ -94,9 +82,8 @@ class DeletedSweep:
     rows: dict[str, int]  # table → rows deleted with its runs
 
     def describe(self) -> str:
-        counts = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in self.rows.items())
         return (f"deleted sweep {self.name!r} ({self.strategy}, {self.status}) and its {self.runs:,} runs: "
-                f"{counts}")
+                f"{_rows_text(self.rows)}")
 
 
 def delete_sweep(engine: Engine, ref: str, *, force: bool = False) -> DeletedSweep:
@@ -105,26 +92,15 @@ def delete_sweep(engine: Engine, ref: str, *, force: bool = False) -> DeletedSwe
     A sweep marked 'running' is refused without ``force``: its driver may still be storing runs, and
     unlike a run it records no owner process to ask."""
     with engine.begin() as conn:
-        locking = conn.dialect.name == "postgresql"
-        if not locking:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        query = select(SweepRow).where((SweepRow.name == ref) | (SweepRow.id == ref))
-        sweep = conn.execute(query.with_for_update() if locking else query).first()
+        sweep = _locked(conn, select(SweepRow).where((SweepRow.name == ref) | (SweepRow.id == ref)))
         if sweep is None:
             raise NotDeletable(f"no sweep named {ref!r}")
         if sweep.status == "running" and not force:
             raise NotDeletable(f"sweep {sweep.name!r} is marked running: its driver may still be storing runs; "
-                                  "stop it first, or, if it is gone, delete the sweep with --force")
+                               "stop it first, or, if it is gone, delete the sweep with --force")
         run_ids = select(SweepRunRow.run_id).where(SweepRunRow.sweep_id == sweep.id).scalar_subquery()
-        run_keys = select(RunRow.key).where(RunRow.id.in_(run_ids)).scalar_subquery()
         runs = _count(conn, RunRow.id.in_(run_ids))
-        rows = {
-            "orders": _count(conn, OrderRow.run_key.in_(run_keys)),
-            "fills": _count(conn, FillRow.run_key.in_(run_keys)),
-            "trades": _count(conn, TradeRow.run_key.in_(run_keys)),
-            "series_chunks": _count(conn, SeriesChunkRow.run_id.in_(run_ids)),
-            "model_versions": _count(conn, ModelVersionRow.run_id.in_(run_ids)),
-        }
+        rows = _row_counts(conn, run_ids, select(RunRow.key).where(RunRow.id.in_(run_ids)).scalar_subquery())
         conn.execute(delete(RunRow).where(RunRow.id.in_(run_ids)))  # their rows and sweep links cascade
         conn.execute(delete(SweepRow).where(SweepRow.id == sweep.id))
     return DeletedSweep(sweep.id, sweep.name, sweep.strategy, sweep.status, runs, rows)
@@ -135,10 +111,32 @@ def _refuse_live_owner(conn: Connection, run: Row[Any]) -> None:
     if owner is not None:
         if why_owner_gone(owner.host, owner.pid, owner.heartbeat_at_ms) is None:
             raise NotDeletable(f"run {run.id[:12]} is being run by pid {owner.pid} on host {owner.host!r}; "
-                                  "stop that process first")
+                               "stop that process first")
     elif run.status == "running":
         raise NotDeletable(f"run {run.id[:12]} is 'running' and records no owner process to check; if its "
-                              "process is gone, delete it with --force")
+                           "process is gone, delete it with --force")
+
+
+def _locked(conn: Connection, query: Select[Any]) -> Row[Any] | None:
+    """The row ``query`` finds, read inside a write lock so that no writer comes between the checks and
+    the delete: the row itself on PostgreSQL (FOR UPDATE), the whole file on SQLite (BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":
+        return conn.execute(query.with_for_update()).first()
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return conn.execute(query).first()
+
+
+def _row_counts(conn: Connection, run_ids: Collection[str] | Any, run_keys: Collection[int] | Any) -> dict[str, int]:
+    """Rows of these runs (ids and keys: lists or subqueries) per table, as a delete of the runs removes them."""
+    return {"orders": _count(conn, OrderRow.run_key.in_(run_keys)),
+            "fills": _count(conn, FillRow.run_key.in_(run_keys)),
+            "trades": _count(conn, TradeRow.run_key.in_(run_keys)),
+            "series_chunks": _count(conn, SeriesChunkRow.run_id.in_(run_ids)),
+            "model_versions": _count(conn, ModelVersionRow.run_id.in_(run_ids))}
+
+
+def _rows_text(rows: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in rows.items())
 
 
 def _count(conn: Connection, condition: ColumnElement[bool]) -> int:

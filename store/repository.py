@@ -27,7 +27,7 @@ from domain.strict_json import jsonable
 from domain.types import FINAL_STATUSES, Bar, Fill, Order, SignalPoint, Trade
 from store.batch import PackedRows, RowBatch
 from store.bulk import write_batch, write_packed
-from store.db import StoreError
+from store.db import StoreError, delete_run_hint
 from store.lease import verify_and_renew
 from store.provenance import code_version, utc_now_iso
 from store.rows import (KEYED_TABLES, PreparedRun, activity_rows, backtest_chunks, backtest_results,
@@ -70,7 +70,7 @@ def refuse_taken_name(engine: Engine, name: str) -> None:
 def _name_taken_message(run: RunRow) -> str:
     return (f"run name {run.name!r} is already used by run {run.id[:12]} ({run.mode} {run.strategy}, "
             f"created {run.created_at}, status {run.status}); choose another name, or free it with "
-            f"`python -m store delete {run.id[:12]} --db …` (refused while its process runs)")
+            f"`{delete_run_hint(run.id)}` (refused while its process runs)")
 
 
 def create_run(engine: Engine, spec: RunSpec, *, extra_rows: Sequence[Any] = ()) -> str:

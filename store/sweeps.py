@@ -7,7 +7,6 @@ at any moment and restarted stores every configuration exactly once.
 """
 from __future__ import annotations
 
-import shlex
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from store.db import StoreError
+from store.db import StoreError, delete_sweep_hint
 from store.schema import RunRow, SweepRow, SweepRunRow
 from store.provenance import utc_now_iso
 from store.repository import RunSpec, new_run_row, write_prepared
@@ -43,21 +42,17 @@ def open_sweep(engine: Engine, name: str, strategy: str, spec: dict[str, Any]) -
         if row is not None:
             if row.strategy != strategy:
                 raise StoreError(f"sweep {name!r} exists for strategy {row.strategy!r}, not {strategy!r}; use "
-                                 f"another --name, or delete that sweep: {_delete_hint(name)}")
+                                 f"another --name, or delete that sweep: {delete_sweep_hint(name)}")
             if (row.spec or {}).get("select_until") != spec.get("select_until"):
                 raise StoreError(f"sweep {name!r} was run with --select-until "
                                  f"{(row.spec or {}).get('select_until')!r}; resume it with the same split, "
-                                 f"use another --name, or delete that sweep: {_delete_hint(name)}")
+                                 f"use another --name, or delete that sweep: {delete_sweep_hint(name)}")
             row.spec, row.status, row.updated_at = spec, "running", now
             return row.id, True
         sweep_id = uuid.uuid4().hex
         session.add(SweepRow(id=sweep_id, name=name, strategy=strategy, spec=spec, status="running",
                              created_at=now, updated_at=now))
     return sweep_id, False
-
-
-def _delete_hint(name: str) -> str:
-    return f"python -m store delete-sweep {shlex.quote(name)} --db …"
 
 
 def stored_configs(engine: Engine, sweep_id: str, role: str = "trial") -> dict[str, str]:

@@ -115,7 +115,7 @@ def test_a_sweeps_run_is_kept_with_the_sweep(db_url: str) -> None:
     run = save_sweep_run(engine, RunSpec(mode="backtest", strategy="zscore", initial_cash=1.0),
                          SweepLink(sweep_id, "trial", "h" * 16, {"window": 2}, "bars.csv", "0" * 64, None),
                          None, error="ValueError: bad")
-    with pytest.raises(NotDeletable, match="belongs to sweep .grid.*python -m store delete-sweep grid deletes"):
+    with pytest.raises(NotDeletable, match="belongs to sweep .grid.*python -m store delete-sweep grid --db … deletes"):
         delete_run(engine, run)
     assert find_run(engine, run) is not None
     engine.dispose()
